@@ -1,0 +1,33 @@
+"""nstlib: the tested helpers behind the neural style transfer course.
+
+Notebooks teach; the machinery lives here, one idea per module:
+
+=================  ==============================================================
+``layers``         VGG19 layer names (Gatys' ``conv4_2`` and the tutorial's ``conv_10``)
+``vgg``            :class:`VGGFeatures`, a frozen VGG19 feature extractor
+``losses``         :func:`gram_matrix`, :func:`content_loss`, :func:`style_loss`, :func:`total_variation`
+``images``         :func:`load_image`, :func:`save_image`
+``plotting``       pictures: image grids, loss curves, a live preview
+``samples``        the manifest of sample paintings and photos, fetched and checked
+``download``       atomic, resumable, checksummed downloads
+``quick``          quick mode (``NSTLIB_QUICK=1``): tiny, offline, random weights
+=================  ==============================================================
+"""
+
+from .layers import (
+    GATYS_CONTENT_LAYERS,
+    GATYS_STYLE_LAYERS,
+    LAYER_PRESETS,
+    SEED_CONTENT_LAYERS,
+    SEED_STYLE_LAYERS,
+    TUTORIAL_NAMES,
+    VGG19_LAYERS,
+    layer_table,
+    resolve_layer,
+)
+from .losses import content_loss, gram_matrix, style_loss, total_variation
+from .quick import is_quick
+from .utils import get_device, set_seed
+from .vgg import VGGFeatures, WeightsError
+
+__version__ = "0.1.0"
