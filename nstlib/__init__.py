@@ -3,6 +3,8 @@
 Notebooks teach; the machinery lives here, one idea per module:
 
 =================  ==============================================================
+``stylize``        :func:`stylize`, Gatys et al.'s optimisation of pixels
+``perceptual``     :class:`PerceptualLoss`, shared by Gatys optimisation and Johnson training
 ``layers``         VGG19 layer names (Gatys' ``conv4_2`` and the tutorial's ``conv_10``)
 ``vgg``            :class:`VGGFeatures`, a frozen VGG19 feature extractor
 ``losses``         :func:`gram_matrix`, :func:`content_loss`, :func:`style_loss`, :func:`total_variation`
@@ -25,8 +27,14 @@ from .layers import (
     layer_table,
     resolve_layer,
 )
+from .download import DownloadError
+from .images import ImageError, load_image, save_image, to_pil
 from .losses import content_loss, gram_matrix, style_loss, total_variation
+from .perceptual import PerceptualLoss
+from .plotting import LivePreview, image_grid, plot_losses, show_feature_maps, show_image, show_images
 from .quick import is_quick
+from .samples import fetch_sample, get_sample, sample_names
+from .stylize import StylizeResult, stylize
 from .utils import get_device, set_seed
 from .vgg import VGGFeatures, WeightsError
 

@@ -77,10 +77,10 @@ SEED_VGG_OUTPUTS = {3: "relu1_2", 8: "relu2_2", 17: "relu3_4", 22: "relu4_2", 26
 """The seed's loss-network outputs for fast style transfer, by ``features`` index."""
 
 LAYER_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
-    "gatys": {"content": GATYS_CONTENT_LAYERS, "style": GATYS_STYLE_LAYERS},
-    "seed": {"content": SEED_CONTENT_LAYERS, "style": SEED_STYLE_LAYERS},
+    "gatys": {"content_layers": GATYS_CONTENT_LAYERS, "style_layers": GATYS_STYLE_LAYERS},
+    "seed": {"content_layers": SEED_CONTENT_LAYERS, "style_layers": SEED_STYLE_LAYERS},
 }
-"""Layer choices by name: ``LAYER_PRESETS["gatys"]["style"]``."""
+"""Layer choices by name, as keyword arguments: ``stylize(c, s, **LAYER_PRESETS["seed"])``."""
 
 
 def resolve_layer(name: str) -> str:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import quick
-from .layers import VGG19_BLOCKS, VGG19_LAYERS, layer_index, resolve_layers
+from .layers import VGG19_BLOCKS, VGG19_LAYERS, downsampling, layer_index, resolve_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -118,6 +118,7 @@ class VGGFeatures(nn.Module):
         deepest = max(layer_index(name) for name in self.layers)
         self.features = stack[: deepest + 1]
         self._wanted = {layer_index(name): name for name in self.layers}
+        self.min_size = downsampling(VGG19_LAYERS[deepest])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)
@@ -130,6 +131,12 @@ class VGGFeatures(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [batch, 3, height, width] in [0, 1], got shape {tuple(image.shape)}")
+        if min(image.shape[-2:]) < self.min_size:
+            deepest = VGG19_LAYERS[len(self.features) - 1]
+            raise ValueError(
+                f"image is {image.shape[-2]}x{image.shape[-1]} px but layer {deepest} needs at least "
+                f"{self.min_size} px on each side: use a larger size"
+            )
         x = (image - self.mean) / self.std
         out: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.features):

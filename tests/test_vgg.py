@@ -132,3 +132,10 @@ def test_quick_mode_uses_random_weights_and_says_so(monkeypatch, capsys):
     model = VGGFeatures(["conv1_1"], weights="imagenet")
     torch.testing.assert_close(model.features[0].weight, vgg.load_vgg19_state(None)["0.weight"])
     assert "QUICK MODE" in capsys.readouterr().out
+
+
+def test_too_small_images_get_a_clear_error():
+    model = VGGFeatures(["conv5_1"], weights=None)
+    assert model(torch.rand(1, 3, 16, 20))["conv5_1"].shape[-2:] == (1, 1)
+    with pytest.raises(ValueError, match="conv5_1 needs at least 16 px"):
+        model(torch.rand(1, 3, 12, 16))

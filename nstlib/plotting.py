@@ -1,0 +1,450 @@
+"""Pictures: images, comparison grids, loss curves, feature maps and a live preview.
+
+Every function returns a :class:`matplotlib.figure.Figure` built directly, not
+through ``pyplot``: nothing accumulates in pyplot's list of open figures, so a
+batch run can make hundreds of figures. In a notebook the figure shows (once) when
+the call is the last expression of a cell; elsewhere, keep it and call
+``fig.savefig("grid.png")`` (or ``.pdf``), or ``IPython.display.display(fig)``
+to show it from the middle of a cell or a loop.
+
+Images may be tensors ``[1, 3, H, W]``, ``[3, H, W]``, ``[1, H, W]`` or ``[H, W]``
+(any device, gradients allowed), NumPy arrays ``[H, W]`` / ``[H, W, 3]`` (uint8,
+or floats in [0, 1]) or PIL images; values are clamped to [0, 1] for display.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+
+__all__ = [
+    "LivePreview",
+    "image_grid",
+    "normalize_channels",
+    "plot_losses",
+    "show_feature_maps",
+    "show_image",
+    "show_images",
+]
+
+
+# --------------------------------------------------------------------------------------
+# figures that show in notebooks without pyplot
+
+
+def _figure_png(figure: Figure) -> bytes:
+    """The PNG bytes IPython shows for a figure (tight bounding box, like the inline backend)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight", facecolor=figure.get_facecolor())
+    return buffer.getvalue()
+
+
+def _register_png_formatter() -> None:
+    """Let IPython show a bare ``Figure`` as PNG, unless a formatter (the inline backend's) exists."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None)
+    if not formatters or "image/png" not in formatters:
+        return
+    png = formatters["image/png"]
+    try:
+        png.lookup_by_type(Figure)
+    except KeyError:
+        png.for_type(Figure, _figure_png)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    _register_png_formatter()
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _root_figure(ax) -> Figure:
+    try:
+        return ax.get_figure(root=True)  # matplotlib >= 3.10 (axes in subfigures)
+    except TypeError:
+        return ax.figure
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def _display_array(image: Any, what: str = "image") -> np.ndarray:
+    """``image`` as an ``[H, W, 3]`` or ``[H, W]`` (gray) float array clamped to [0, 1]."""
+    if isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    elif isinstance(image, torch.Tensor):
+        tensor = image.detach().to("cpu", torch.float32)
+        if tensor.dim() == 4 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.dim() == 3 and tensor.shape[0] in (1, 3):
+            tensor = tensor[0] if tensor.shape[0] == 1 else tensor.permute(1, 2, 0)
+        elif tensor.dim() != 2:
+            hint = " (a batch: use show_images)" if tensor.dim() == 4 else ""
+            raise ValueError(
+                f"{what} has shape {tuple(image.shape)}: expected [1, 3, H, W], [3, H, W], [1, H, W] or [H, W]{hint}"
+            )
+        array = tensor.numpy()
+    elif isinstance(image, np.ndarray):
+        array = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+            raise ValueError(f"{what} has shape {image.shape}: expected [H, W] or [H, W, 3]")
+    else:
+        raise TypeError(f"{what} must be a tensor, a NumPy array or a PIL image, not {type(image).__name__}")
+    if 0 in array.shape:
+        raise ValueError(f"{what} is empty: shape {tuple(array.shape)}")
+    return np.clip(np.nan_to_num(array, nan=0.0), 0.0, 1.0)
+
+
+def _clean_axes(ax) -> None:
+    """No ticks and no frame, but keep the axes so that labels (``set_ylabel``) still show."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _draw(ax, array: np.ndarray, title: str | None = None) -> None:
+    if array.ndim == 2:
+        ax.imshow(array, cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(array)
+    _clean_axes(ax)
+    if title is not None:
+        ax.set_title(str(title), fontsize=10)
+
+
+def _as_list(images: Any) -> list:
+    """A batch tensor ``[B, C, H, W]`` becomes a list of ``[C, H, W]``; sequences become lists."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return list(images.unbind(0))
+    if isinstance(images, (torch.Tensor, np.ndarray, Image.Image)):
+        return [images]
+    return list(images)
+
+
+# --------------------------------------------------------------------------------------
+# images
+
+
+def show_image(image: Any, title: str | None = None, ax=None, *, size: float = 5.0) -> Figure:
+    """Show one image (no ticks); returns its Figure.
+
+    With ``ax`` the image is drawn into that axes and its figure is returned;
+    otherwise a new figure ``size`` inches wide (height from the aspect ratio).
+    """
+    array = _display_array(image)
+    if ax is None:
+        height, width = array.shape[:2]
+        figure = _new_figure(size, size * height / width + (0.3 if title else 0.0))
+        ax = figure.add_subplot()
+    else:
+        figure = _root_figure(ax)
+    _draw(ax, array, title)
+    return figure
+
+
+def show_images(
+    images: Any,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    size: float = 3.0,
+    suptitle: str | None = None,
+) -> Figure:
+    """Show images side by side, ``ncols`` per row (default ``min(n, 4)``); returns the Figure.
+
+    ``images`` is a sequence of images, a batch tensor ``[B, C, H, W]`` or a dict
+    ``{title: image}``. Each panel is ``size`` inches wide; the figure has exactly
+    one axes per image (unused grid cells are removed).
+    """
+    if isinstance(images, Mapping):
+        if titles is not None:
+            raise ValueError("pass titles either as the keys of the images dict or as titles=, not both")
+        titles = list(images.keys())
+        images = list(images.values())
+    arrays = [_display_array(image, f"images[{i}]") for i, image in enumerate(_as_list(images))]
+    if not arrays:
+        raise ValueError("images is empty: pass at least one image")
+    if titles is not None and len(titles) != len(arrays):
+        raise ValueError(f"titles has {len(titles)} entries but there are {len(arrays)} images")
+    ncols = min(len(arrays), 4) if ncols is None else min(_check_positive_int(ncols, "ncols"), len(arrays))
+    nrows = math.ceil(len(arrays) / ncols)
+    aspect = float(np.median([array.shape[0] / array.shape[1] for array in arrays]))
+    title_space = 0.3 if titles is not None else 0.0
+    figure = _new_figure(ncols * size, nrows * (size * aspect + title_space) + (0.4 if suptitle else 0.0))
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    for index, ax in enumerate(axes):
+        if index < len(arrays):
+            _draw(ax, arrays[index], None if titles is None else titles[index])
+        else:
+            ax.remove()
+    if suptitle:
+        figure.suptitle(suptitle)
+    return figure
+
+
+def image_grid(
+    rows: Sequence[Any],
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    size: float = 2.5,
+) -> Figure:
+    """A labelled comparison grid: ``rows[r][c]`` is the image in row r, column c.
+
+    A row may be a sequence or a batch tensor ``[B, C, H, W]``; short rows and
+    ``None`` cells are left blank. ``row_labels`` go on the left of each row,
+    ``col_labels`` above each column, ``title`` above the grid. The figure has
+    ``len(rows) * max_row_length`` axes; save it with ``fig.savefig("grid.png")``
+    or ``.pdf``.
+    """
+    grid = [[cell for cell in _as_list(row)] if row is not None else [] for row in rows]
+    if not grid:
+        raise ValueError("rows is empty: pass a list of rows of images")
+    ncols = max(len(row) for row in grid)
+    arrays = [
+        [None if cell is None else _display_array(cell, f"rows[{r}][{c}]") for c, cell in enumerate(row)]
+        + [None] * (ncols - len(row))
+        for r, row in enumerate(grid)
+    ]
+    present = [array for row in arrays for array in row if array is not None]
+    if not present:
+        raise ValueError("every cell of the grid is None: pass at least one image")
+    if row_labels is not None and len(row_labels) != len(arrays):
+        raise ValueError(f"row_labels has {len(row_labels)} entries but there are {len(arrays)} rows")
+    if col_labels is not None and len(col_labels) != ncols:
+        raise ValueError(f"col_labels has {len(col_labels)} entries but there are {ncols} columns")
+    aspect = float(np.median([array.shape[0] / array.shape[1] for array in present]))
+    width = ncols * size + (0.4 if row_labels is not None else 0.0)
+    height = len(arrays) * size * aspect + (0.3 if col_labels is not None else 0.0) + (0.4 if title else 0.0)
+    figure = _new_figure(width, height)
+    axes = figure.subplots(len(arrays), ncols, squeeze=False)
+    for r, row in enumerate(arrays):
+        for c, array in enumerate(row):
+            ax = axes[r, c]
+            if array is None:
+                _clean_axes(ax)
+            else:
+                _draw(ax, array)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=10)
+            if r == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[c]), fontsize=10)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+# --------------------------------------------------------------------------------------
+# losses and features
+
+
+def plot_losses(
+    history: Mapping[str, Sequence[float]],
+    keys: Sequence[str] | None = None,
+    log: bool = True,
+    title: str | None = None,
+    ax=None,
+) -> Figure:
+    """Loss curves: one line per key of ``history`` against the step.
+
+    ``keys`` defaults to every key except ``"seconds"`` and ``"step"``. The x axis is
+    ``history["step"]`` when present, else 1, 2, ... . ``log=True`` uses a log y axis
+    (values <= 0 are not drawn there). Returns the Figure (``ax``'s when given).
+    """
+    if not isinstance(history, Mapping):
+        raise TypeError(f"history must be a dict of lists of numbers, not {type(history).__name__}")
+    if keys is None:
+        keys = [key for key in history if key not in ("seconds", "step")]
+    missing = [key for key in keys if key not in history]
+    if missing:
+        raise ValueError(f"keys {missing} are not in history; it has {list(history)}")
+    curves = {key: np.array([float(value) for value in history[key]], dtype=np.float64) for key in keys}
+    curves = {key: values for key, values in curves.items() if len(values)}
+    if not curves:
+        raise ValueError(f"history has nothing to plot (keys {list(keys)} are empty or missing)")
+    steps = np.array([float(step) for step in history["step"]]) if "step" in history else None
+    if ax is None:
+        figure = _new_figure(6.0, 3.5)
+        ax = figure.add_subplot()
+    else:
+        figure = _root_figure(ax)
+    for key, values in curves.items():
+        x = steps[: len(values)] if steps is not None and len(steps) >= len(values) else np.arange(1, len(values) + 1)
+        ax.plot(x, values, label=key)
+    if log:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return figure
+
+
+def normalize_channels(features: torch.Tensor) -> torch.Tensor:
+    """Each channel of ``[C, H, W]`` rescaled to [0, 1]: ``(x - min) / (max - min)``; constant channels become 0."""
+    flat = features.detach().to("cpu", torch.float32).flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    return scaled.reshape(features.shape)
+
+
+def show_feature_maps(features: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None) -> Figure:
+    """The first ``n`` channels of a ``[1, C, H, W]`` (or ``[C, H, W]``) feature tensor, one panel each.
+
+    Each channel is normalised to [0, 1] on its own (:func:`normalize_channels`) and
+    shown with the viridis colour map; panels are titled with the channel index.
+    """
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a tensor [1, C, H, W], not {type(features).__name__}")
+    if features.dim() == 4 and features.shape[0] == 1:
+        features = features[0]
+    if features.dim() != 3 or 0 in features.shape:
+        raise ValueError(f"features has shape {tuple(features.shape)}: expected [1, C, H, W] or [C, H, W]")
+    n = min(_check_positive_int(n, "n"), features.shape[0])
+    ncols = min(_check_positive_int(ncols, "ncols"), n)
+    nrows = math.ceil(n / ncols)
+    maps = normalize_channels(features[:n]).numpy()
+    panel = 1.5
+    aspect = features.shape[1] / features.shape[2]
+    figure = _new_figure(ncols * panel, nrows * (panel * aspect + 0.2) + 0.3)
+    for index, ax in enumerate(figure.subplots(nrows, ncols, squeeze=False).ravel()):
+        if index < n:
+            ax.imshow(maps[index], cmap="viridis", vmin=0.0, vmax=1.0)
+            _clean_axes(ax)
+            ax.set_title(str(index), fontsize=8)
+        else:
+            ax.remove()
+    channels, height, width = features.shape
+    figure.suptitle(title if title is not None else f"{n} of {channels} channels, {height}x{width}")
+    return figure
+
+
+# --------------------------------------------------------------------------------------
+# live preview
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (Jupyter, VS Code, Colab), False in scripts and terminal IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _png_bytes(image: Any, upscale_to: int) -> bytes:
+    """PNG bytes of ``image``; an image smaller than ``upscale_to`` is enlarged by a whole factor (nearest)."""
+    picture = Image.fromarray((_display_array(image) * 255.0 + 0.5).astype(np.uint8))
+    factor = upscale_to // max(picture.size)
+    if factor > 1:
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _format_losses(step: int, losses: Mapping[str, Any] | None, total_steps: int | None) -> str:
+    parts = [f"step {step}" + (f"/{total_steps}" if total_steps else "")]
+    for key, value in (losses or {}).items():
+        value = float(value)
+        parts.append(f"{value:.1f} s" if key == "seconds" else f"{key} {value:.4g}")
+    return " | ".join(parts)
+
+
+class LivePreview:
+    """Show the image being optimised and update it in place, in a notebook.
+
+    >>> with LivePreview(every=10) as preview:
+    ...     for step in range(steps):
+    ...         ...
+    ...         preview.update(image, step, {"total": loss.item()})
+
+    The first :meth:`update` displays one output (the image as PNG and a line
+    ``step 10 | total 1.2e+04 | ...``); later updates replace it
+    (``IPython.display`` with ``display_id``). Only steps where ``step % every == 0``
+    are drawn; the last image given is drawn by :meth:`close` if it was skipped.
+    Images whose longer side is under ``upscale_to`` pixels are enlarged by a whole
+    factor with nearest-neighbour so their pixels stay visible.
+
+    Called as ``preview(step, image, losses)`` it is an optimisation callback.
+    Outside a Jupyter kernel (scripts, terminal) it does nothing at all.
+    """
+
+    def __init__(self, every: int = 1, upscale_to: int = 256, total_steps: int | None = None):
+        self.every = _check_positive_int(every, "every")
+        self.upscale_to = _check_positive_int(upscale_to, "upscale_to")
+        self.total_steps = total_steps
+        self.enabled = _in_notebook()
+        self.closed = False
+        self._handle = None
+        self._pending: tuple | None = None
+
+    def update(self, image: Any, step: int, losses: Mapping[str, Any] | None = None) -> None:
+        """Show ``image`` with the step and losses if this step is due (see the class docs)."""
+        if not self.enabled or self.closed:
+            return
+        if self._handle is None or step % self.every == 0:
+            self._pending = None
+            self._show(image, step, losses)
+        else:  # keep a copy: the optimiser changes its image in place
+            self._pending = (image.detach().to("cpu", copy=True) if isinstance(image, torch.Tensor) else image,
+                             step, dict(losses or {}))
+
+    def __call__(self, step: int, image: Any, losses: Mapping[str, Any] | None = None) -> None:
+        """Callback form: ``preview(step, image, losses)``."""
+        self.update(image, step, losses)
+
+    def _show(self, image: Any, step: int, losses: Mapping[str, Any] | None) -> None:
+        from IPython.display import display
+
+        text = _format_losses(step, losses, self.total_steps)
+        encoded = base64.b64encode(_png_bytes(image, self.upscale_to)).decode("ascii")
+        bundle = {
+            "text/html": (
+                f'<div><img src="data:image/png;base64,{encoded}" style="image-rendering: pixelated"/>'
+                f'<pre style="margin: 0.3em 0">{html.escape(text)}</pre></div>'
+            ),
+            "text/plain": text,
+        }
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+    def close(self) -> None:
+        """Draw the last skipped image, if any, and stop updating. Safe to call twice."""
+        if self.enabled and not self.closed and self._pending is not None:
+            self._show(*self._pending)
+        self._pending = None
+        self.closed = True
+
+    def __enter__(self) -> LivePreview:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,46 @@
+"""Shared fixtures: a local HTTP server, a private download cache, a network guard."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from localserver import LocalServer
+
+from nstlib import quick, settings
+
+
+@pytest.fixture
+def http_server():
+    """A :class:`localserver.LocalServer` on 127.0.0.1; the test scripts its routes."""
+    with LocalServer() as server:
+        yield server
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A fresh ``NSTLIB_CACHE`` folder; no mirror, quick mode off, quick banner not yet shown."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv(settings.ENV_CACHE, str(path))
+    monkeypatch.delenv(settings.ENV_MIRROR, raising=False)
+    monkeypatch.delenv(settings.ENV_QUICK, raising=False)
+    monkeypatch.setattr(quick, "_announced", False)
+    return path
+
+
+class NetworkUsed(AssertionError):
+    """Raised by the ``no_network`` guard when code tries to open a connection or resolve a name."""
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Make any connection attempt or name lookup fail the test with :class:`NetworkUsed`."""
+
+    def guard(*args, **kwargs):
+        raise NetworkUsed(f"network access attempted: {args[1:] or args}")
+
+    monkeypatch.setattr(socket.socket, "connect", guard)
+    monkeypatch.setattr(socket.socket, "connect_ex", guard)
+    monkeypatch.setattr(socket, "getaddrinfo", guard)
+    monkeypatch.setattr(socket, "create_connection", guard)

@@ -1,0 +1,276 @@
+"""The sample manifest and fetch_sample(): cache, mirror folder, mirror URL, quick mode, pinned URL."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from localserver import Route
+from PIL import Image
+
+from nstlib import quick, samples, synthetic
+from nstlib.download import DownloadError
+
+SHARED_SOURCES = Path("/work/shared/images/SOURCES.tsv")  # present on the authoring machine only
+
+EXPECTED_NAMES = {
+    "style": ["starry_night", "the_scream", "wave", "udnie", "mosaic", "candy", "rain_princess"],
+    "content": ["tubingen", "golden_gate", "amber"],
+}
+
+BODY = b"\xff\xd8\xff\xe0 not really a jpeg, but bytes with a known digest " * 200
+BODY_SHA = hashlib.sha256(BODY).hexdigest()
+
+
+def _test_sample(url="https://example.invalid/style/test.jpg", **changes) -> samples.Sample:
+    fields = dict(name="test_style", kind="style", file="style/test.jpg", title="Test Swirls", artist="unknown",
+                  year=None, rights="made for the tests", url=url, sha256=BODY_SHA, bytes=len(BODY),
+                  width=300, height=200)
+    fields.update(changes)
+    return samples.Sample(**fields)
+
+
+@pytest.fixture
+def test_sample(monkeypatch, http_server):
+    """A manifest entry whose pinned URL is the local server (which serves BODY there)."""
+    url = http_server.add("/pinned/test.jpg", BODY)
+    sample = _test_sample(url=url)
+    monkeypatch.setitem(samples.SAMPLES, sample.name, sample)
+    return sample
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+
+def test_manifest_is_consistent():
+    assert samples.sample_names("style") == EXPECTED_NAMES["style"]
+    assert samples.sample_names("content") == EXPECTED_NAMES["content"]
+    assert samples.sample_names() == list(samples.SAMPLES)
+    assert sorted(samples.sample_names()) == sorted(EXPECTED_NAMES["style"] + EXPECTED_NAMES["content"])
+    for name, s in samples.SAMPLES.items():
+        assert s.name == name
+        assert s.file.startswith(s.kind + "/") and s.file.endswith(".jpg")
+        assert s.url.startswith("https://") and s.url.rsplit("/", 1)[1] == s.file.rsplit("/", 1)[1]
+        assert re.fullmatch(r"[0-9a-f]{64}", s.sha256)
+        assert s.bytes > 10_000 and s.width >= 256 and s.height >= 256
+        assert s.title and s.artist and s.rights
+        assert s.year is None or re.fullmatch(r"(c\. )?1[0-9]{3}", s.year)
+    assert len({s.sha256 for s in samples.SAMPLES.values()}) == len(samples.SAMPLES)
+    assert len({s.file for s in samples.SAMPLES.values()}) == len(samples.SAMPLES)
+    # the shipped manifest parses to the same table when read again
+    assert samples.load_manifest() == samples.SAMPLES
+
+    # the facts agree with the source list on machines that have it (a fresh clone does not)
+    if SHARED_SOURCES.exists():
+        with open(SHARED_SOURCES, encoding="utf-8") as f:
+            sources = {row["file"]: row for row in csv.DictReader(f, delimiter="\t")}
+        assert set(sources) == {s.file for s in samples.SAMPLES.values()}
+        for s in samples.SAMPLES.values():
+            row = sources[s.file]
+            assert (s.url, s.sha256, s.rights) == (row["url"], row["sha256"], row["rights"])
+            assert s.bytes == int(row["bytes"])
+            assert f"{s.width}x{s.height}" == row["width_x_height"]
+
+
+def test_credit():
+    starry = samples.get_sample("starry_night").credit
+    assert starry == "The Starry Night, Vincent van Gogh (1889) — public domain painting"
+    wave = samples.get_sample("wave").credit
+    assert wave.startswith("The Great Wave off Kanagawa, Katsushika Hokusai (c. 1831) — ")
+    undated = _test_sample()
+    assert undated.credit == "Test Swirls, unknown — made for the tests"
+
+
+def test_get_sample_aliases_and_errors():
+    princess = samples.SAMPLES["rain_princess"]
+    for alias in ("rain_princess", "rain-princess", "Rain-Princess", "  RAIN_PRINCESS "):
+        assert samples.get_sample(alias) is princess
+        assert samples.is_sample(alias)
+    assert samples.get_sample(princess) is princess
+    with pytest.raises(ValueError) as info:
+        samples.get_sample("mona_lisa")
+    for name in samples.SAMPLES:
+        assert name in str(info.value)
+    assert not samples.is_sample("mona_lisa") and not samples.is_sample(None)
+    with pytest.raises(ValueError, match="kind"):
+        samples.sample_names("painting")
+
+
+def test_sample_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        samples.SAMPLES["wave"].url = "https://elsewhere/"
+
+
+def _manifest_text(**changes) -> str:
+    header = "\t".join(samples.MANIFEST_COLUMNS)
+    row = dict(name="good", kind="style", file="style/good.jpg", title="T", artist="A", year="", rights="R",
+               url="https://example.com/good.jpg", sha256="a" * 64, bytes="10", width="4", height="3")
+    row.update(changes)
+    return header + "\n" + "\t".join(row[c] for c in samples.MANIFEST_COLUMNS) + "\n"
+
+
+def test_load_manifest_accepts_a_good_file(tmp_path):
+    path = tmp_path / "m.tsv"
+    path.write_text(_manifest_text() + "\n", encoding="utf-8")  # a trailing blank line is ignored
+    (only,) = samples.load_manifest(path).values()
+    assert only == samples.Sample("good", "style", "style/good.jpg", "T", "A", None, "R",
+                                  "https://example.com/good.jpg", "a" * 64, 10, 4, 3)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"sha256": "abc"}, "sha256"),
+    ({"sha256": "A" * 64}, "sha256"),
+    ({"url": "http://example.com/good.jpg"}, "https"),
+    ({"kind": "painting"}, "kind"),
+    ({"file": "../escape.jpg"}, "relative path"),
+    ({"file": "/etc/passwd"}, "relative path"),
+    ({"bytes": "ten"}, "bytes"),
+    ({"width": "0"}, "width"),
+    ({"name": "Bad Name"}, "name"),
+    ({"rights": ""}, "rights"),
+])
+def test_load_manifest_names_the_bad_row(tmp_path, change, problem):
+    path = tmp_path / "m.tsv"
+    path.write_text(_manifest_text(**change), encoding="utf-8")
+    with pytest.raises(samples.ManifestError) as info:
+        samples.load_manifest(path)
+    message = str(info.value)
+    assert str(path) in message and "row 2" in message and problem in message
+
+
+def test_load_manifest_structure_errors(tmp_path):
+    path = tmp_path / "m.tsv"
+    text = _manifest_text()
+    path.write_text(text + text.splitlines()[1] + "\n", encoding="utf-8")
+    with pytest.raises(samples.ManifestError, match=r"row 3 \('good'\): repeats a name"):
+        samples.load_manifest(path)
+    path.write_text("name\tkind\n", encoding="utf-8")
+    with pytest.raises(samples.ManifestError, match="header"):
+        samples.load_manifest(path)
+    path.write_text(text.splitlines()[0] + "\ngood\tstyle\n", encoding="utf-8")
+    with pytest.raises(samples.ManifestError, match="row 2.*2 fields, expected 12"):
+        samples.load_manifest(path)
+    with pytest.raises(samples.ManifestError, match="cannot read"):
+        samples.load_manifest(tmp_path / "missing.tsv")
+
+
+# -- fetch_sample -------------------------------------------------------------------------------
+
+def test_fetch_from_the_pinned_url_then_from_the_cache(test_sample, http_server, cache_dir):
+    path = samples.fetch_sample("test-style", progress=False)
+    assert path == cache_dir / "images" / "style" / "test.jpg"
+    assert path.read_bytes() == BODY
+    assert http_server.count("/pinned/test.jpg") == 1
+    # a second call is a cache hit: no request at all
+    assert samples.fetch_sample("test_style", progress=False) == path
+    assert http_server.count() == 1
+
+
+def test_corrupted_cache_file_is_fetched_again(test_sample, http_server, cache_dir):
+    cached = cache_dir / "images" / test_sample.file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(BODY[:-1] + b"!")
+    assert samples.fetch_sample("test_style", progress=False).read_bytes() == BODY
+    assert http_server.count("/pinned/test.jpg") == 1
+
+
+def test_pinned_url_with_wrong_checksum_raises_and_caches_nothing(monkeypatch, http_server, cache_dir):
+    url = http_server.add("/pinned/changed.jpg", BODY + b"changed upstream")
+    sample = _test_sample(url=url, bytes=len(BODY) + 16)
+    monkeypatch.setitem(samples.SAMPLES, sample.name, sample)
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        samples.fetch_sample("test_style", progress=False)
+    assert not (cache_dir / "images" / sample.file).exists()
+    assert not (cache_dir / "images" / (sample.file + ".part")).exists()
+
+
+def test_mirror_folder(test_sample, cache_dir, tmp_path, monkeypatch, no_network):
+    mirror = tmp_path / "mirror"
+    (mirror / "style").mkdir(parents=True)
+    (mirror / "style" / "test.jpg").write_bytes(BODY)
+    monkeypatch.setenv("NSTLIB_MIRROR", str(mirror))
+    path = samples.fetch_sample("test_style", progress=False)
+    assert path == cache_dir / "images" / "style" / "test.jpg"
+    assert path.read_bytes() == BODY
+    assert sorted(p.name for p in path.parent.iterdir()) == ["test.jpg"]  # no temporary file left
+
+
+def test_mirror_folder_with_a_wrong_file(test_sample, cache_dir, tmp_path, monkeypatch, no_network):
+    mirror = tmp_path / "mirror"
+    (mirror / "style").mkdir(parents=True)
+    bad = mirror / "style" / "test.jpg"
+    bad.write_bytes(BODY + b"!")
+    monkeypatch.setenv("NSTLIB_MIRROR", str(mirror))
+    with pytest.raises(DownloadError) as info:
+        samples.fetch_sample("test_style", progress=False)
+    message = str(info.value)
+    assert str(bad) in message and BODY_SHA in message and hashlib.sha256(BODY + b"!").hexdigest() in message
+    folder = cache_dir / "images" / "style"
+    assert not folder.exists() or not list(folder.iterdir())
+
+
+def test_mirror_folder_without_the_file_falls_through(test_sample, http_server, cache_dir, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setenv("NSTLIB_MIRROR", str(mirror))
+    assert samples.fetch_sample("test_style", progress=False).read_bytes() == BODY
+    assert http_server.count("/pinned/test.jpg") == 1
+
+
+def test_mirror_that_is_not_a_folder(test_sample, cache_dir, tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("NSTLIB_MIRROR", str(tmp_path / "no-such-folder"))
+    with pytest.raises(FileNotFoundError, match="NSTLIB_MIRROR"):
+        samples.fetch_sample("test_style", progress=False)
+
+
+def test_mirror_base_url(test_sample, http_server, cache_dir, monkeypatch):
+    http_server.add("/mirror/style/test.jpg", BODY)
+    monkeypatch.setenv("NSTLIB_MIRROR", http_server.url("/mirror/"))
+    assert samples.fetch_sample("test_style", progress=False).read_bytes() == BODY
+    assert http_server.count("/mirror/style/test.jpg") == 1
+    assert http_server.count("/pinned/test.jpg") == 0
+
+
+def test_mirror_base_url_with_a_wrong_file(test_sample, http_server, cache_dir, monkeypatch):
+    http_server.add("/mirror/style/test.jpg", Route(body=BODY[::-1]))
+    monkeypatch.setenv("NSTLIB_MIRROR", http_server.base_url + "/mirror")
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        samples.fetch_sample("test_style", progress=False)
+    assert http_server.count("/pinned/test.jpg") == 0
+
+
+def test_quick_mode_makes_a_standin_without_network(test_sample, cache_dir, monkeypatch, capsys, no_network):
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    path = samples.fetch_sample("test_style")
+    assert path == cache_dir / "standins" / "test_style.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert image.size == (256, 171)  # 300 x 200 scaled to a longer side of 256
+        pixels = np.asarray(image)
+    assert np.array_equal(pixels, np.asarray(synthetic.standin(test_sample)))
+    assert samples.fetch_sample("test_style") == path
+    content = samples.fetch_sample("tubingen")
+    assert content == cache_dir / "standins" / "tubingen.png"
+    assert capsys.readouterr().out.count(quick.BANNER) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["test_style.png", "tubingen.png"]
+
+
+def test_quick_mode_prefers_a_real_cached_image(test_sample, cache_dir, monkeypatch, capsys, no_network):
+    cached = cache_dir / "images" / test_sample.file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(BODY)
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    assert samples.fetch_sample("test_style") == cached
+    assert capsys.readouterr().out == ""  # nothing was replaced, so no banner
+
+
+def test_without_quick_mode_a_failure_is_an_error_not_a_standin(monkeypatch, http_server, cache_dir):
+    sample = _test_sample(url=http_server.url("/pinned/missing.jpg"))
+    monkeypatch.setitem(samples.SAMPLES, sample.name, sample)
+    with pytest.raises(DownloadError, match="404"):
+        samples.fetch_sample("test_style", progress=False)
+    assert not (cache_dir / "standins").exists()
