@@ -28,7 +28,6 @@ import math
 import numbers
 import os
 import re
-import secrets
 import struct
 import threading
 import warnings
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from . import quick
+from .fileio import atomic_write
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Largest image (width * height, read from the file header) that :func:`load_image` decodes."""
@@ -427,22 +427,5 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, *, quality: int = 9
         options = {"quality": int(quality), "subsampling": 0}
     elif image_format == "WEBP":
         options = {"quality": int(quality)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda handle: picture.save(handle, format=image_format, **options))
+    atomic_write(path, lambda handle: picture.save(handle, format=image_format, **options))
     return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise

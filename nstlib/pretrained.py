@@ -35,6 +35,7 @@ import torch
 from . import quick, settings
 from .archives import archive_members, safe_extract
 from .download import DownloadError, download, sha256_file
+from .fileio import atomic_write_json
 from .transform_net import CheckpointError, TransformerNet, load_transform_net
 from .vgg import WeightsError
 
@@ -173,18 +174,6 @@ def _record_path(archive: Path) -> Path:
     return archive.with_name(archive.name + RECORD_SUFFIX)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_trust(archive: Path, url: str) -> str:
     """The archive's SHA-256; WeightsError when a recorded (first-trusted) SHA-256 differs."""
     digest = sha256_file(archive)
@@ -207,7 +196,7 @@ def _record_trust(archive: Path, digest: str, url: str) -> None:
     """Trust on first use: write ``<archive>.sha256.json`` unless it exists."""
     record = _record_path(archive)
     if not record.is_file():
-        _write_json(record, {"sha256": digest, "size": archive.stat().st_size, "url": url,
+        atomic_write_json(record, {"sha256": digest, "size": archive.stat().st_size, "url": url,
                              "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                              "note": "trust on first use: a later archive with another sha256 is refused"})
 

@@ -23,14 +23,13 @@ import csv
 import hashlib
 import importlib.resources
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import quick, settings
 from .download import DownloadError, download, sha256_file
+from .fileio import atomic_write
 
 __all__ = [
     "KINDS",
@@ -212,11 +211,9 @@ def get_sample(name: str) -> Sample:
 
 def _copy_checked(src: Path, dest: Path, sha256: str) -> None:
     """Copy ``src`` to ``dest`` atomically, hashing on the way; raise DownloadError on a mismatch."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+    def copy(out) -> None:
+        digest = hashlib.sha256()
+        with open(src, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -225,23 +222,13 @@ def _copy_checked(src: Path, dest: Path, sha256: str) -> None:
             raise DownloadError(str(src), f"the mirror file's sha256 is {got}, expected {sha256}",
                                 f"replace {src} with the original file (or delete it so the next source is "
                                 "used), or unset NSTLIB_MIRROR")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, copy)
 
 
 def _save_png(image, dest: Path) -> None:
-    """Save a PIL image as PNG atomically (temporary file in the same folder, then os.replace)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            image.save(out, format="PNG")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Save a PIL image as PNG atomically."""
+    atomic_write(dest, lambda out: image.save(out, format="PNG"))
 
 
 def _from_mirror(sample: Sample, mirror: str, cached: Path, progress: bool) -> bool:

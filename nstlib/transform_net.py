@@ -50,7 +50,6 @@ import math
 import numbers
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -58,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from .fileio import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -450,16 +451,7 @@ def save_transform_net(net: TransformerNet, path: str | os.PathLike, **metadata:
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "metadata": dict(metadata),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 _EXPECTED = (

@@ -7,13 +7,16 @@ import random
 import numpy as np
 import torch
 
+from . import quick
+
 
 def get_device(prefer: str | None = None, verbose: bool = False) -> torch.device:
     """The best available device: CUDA, then Apple's MPS, then the CPU.
 
     ``prefer`` ("cuda", "mps", "cpu") forces a choice and raises ``ValueError``
     when that device is not available. With ``verbose=True`` it prints what it
-    picked and, without a GPU, how to get one on Colab.
+    picked and, without a GPU, how to get one on Colab (and the quick-mode banner when
+    quick mode is on, so notebooks show it in their setup cell).
     """
     if prefer is not None:
         device = torch.device(prefer)
@@ -30,6 +33,8 @@ def get_device(prefer: str | None = None, verbose: bool = False) -> torch.device
     else:
         device = torch.device("cpu")
     if verbose:
+        if quick.is_quick():
+            quick.announce()
         if device.type == "cuda":
             print(f"Using GPU: {torch.cuda.get_device_name(device)}")
         elif device.type == "mps":
