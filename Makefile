@@ -22,10 +22,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 course: $(STAMP)
-	$(BIN)/python -m nstlib.course build
+	NSTLIB_RESULTS="$(CURDIR)/results" $(BIN)/python -m nstlib.course build
 
+# Unit tests, then every notebook executed by nbval in quick mode (outputs of cells marked
+# `# NBVAL_CHECK_OUTPUT` compared with the stored ones).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	NSTLIB_QUICK=1 NSTLIB_RESULTS="$(CURDIR)/results/nbval" $(BIN)/python -m pytest -p no:cacheprovider \
+		--nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

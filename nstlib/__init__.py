@@ -28,11 +28,14 @@ from .layers import (
     resolve_layer,
 )
 from .download import DownloadError
+from .exercises import check_exercise
 from .images import ImageError, load_image, save_image, to_pil
 from .losses import content_loss, gram_matrix, style_loss, total_variation
 from .perceptual import PerceptualLoss
 from .plotting import LivePreview, image_grid, plot_losses, show_feature_maps, show_image, show_images
 from .quick import is_quick
+from .reconstruct import reconstruct_content, synthesize_texture
+from .results import results_path, save_run
 from .samples import fetch_sample, get_sample, sample_names
 from .stylize import StylizeResult, stylize
 from .utils import get_device, set_seed

@@ -143,3 +143,23 @@ def test_bad_arguments_name_the_argument(content, style, options, argument):
 def test_empty_style_list_is_refused(content):
     with pytest.raises(ValueError, match="style"):
         run(content, [])
+
+
+def test_content_reconstruction_gets_closer_to_the_image(content):
+    from nstlib.reconstruct import reconstruct_content
+
+    result = reconstruct_content(content, "conv1_2", steps=20, size=SIZE, weights=None, progress=False, device="cpu")
+    h = result.history
+    assert h["style"] and h["total"][-1] < 0.2 * h["total"][0]
+    noise_error = (torch.rand(content.shape, generator=torch.Generator().manual_seed(0)) - content).abs().mean()
+    assert (result.image - content).abs().mean() < noise_error
+
+
+def test_texture_synthesis_matches_grams_but_not_layout(style):
+    from nstlib.reconstruct import synthesize_texture
+
+    result = synthesize_texture(style, ["conv1_1", "conv2_1"], steps=20, size=SIZE, weights=None, progress=False, device="cpu")
+    h = result.history
+    assert h["total"] == pytest.approx([1e6 * s for s in h["style"]], rel=1e-5)  # content is switched off
+    assert h["style"][-1] < 0.2 * h["style"][0]
+    assert result.image.shape == style.shape

@@ -1,0 +1,92 @@
+"""Every notebook follows the course's anatomy; outputs are stripped except nbval-checked cells.
+
+The notebooks themselves are executed by nbval in quick mode (second half of ``make test``).
+"""
+
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nstlib.course import CHECK_MARK, is_checked, notebook_paths, strip_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = notebook_paths(ROOT / "notebooks")
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+SLUG = REPOSITORY.removeprefix("https://github.com/")
+
+
+def test_there_are_notebooks_and_they_are_numbered_in_order():
+    assert NOTEBOOKS, "notebooks/ holds no NN_name.ipynb files"
+    names = [p.name for p in (ROOT / "notebooks").glob("*.ipynb")]
+    assert sorted(names) == [p.name for p in NOTEBOOKS], "every notebook must be named NN_snake_case.ipynb"
+    for i, path in enumerate(NOTEBOOKS, start=1):
+        assert re.fullmatch(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb", path.name), path.name
+        assert int(path.name[:2]) == i, f"{path.name}: notebooks must be numbered 01, 02, ... without gaps"
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def notebook(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def test_valid_nbformat_and_python_kernel(notebook):
+    path, nb = notebook
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3", path.name
+
+
+def test_has_a_parameters_cell(notebook):
+    path, nb = notebook
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code", f"{path.name}: exactly one code cell tagged 'parameters'"
+    assert "RESULTS_DIR" in tagged[0].source, f"{path.name}: the parameters cell must hold RESULTS_DIR"
+
+
+def test_outputs_stored_only_for_nbval_checked_cells(notebook):
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if is_checked(cell):
+            assert cell.outputs, f"{path.name} cell {i}: marked {CHECK_MARK} but has no stored output"
+        else:
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} cell {i}: outputs not stripped"
+    stripped = nbformat.from_dict(nb)
+    strip_outputs(stripped)
+    assert stripped == nb, f"{path.name}: run `python -m nstlib.course refresh {path.name}`"
+
+
+def test_anatomy_title_goals_setup_exercises_summary_references(notebook):
+    path, nb = notebook
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), f"{path.name}: starts with an H1 title"
+    lowered = first.source.lower()
+    for needed in ("learning goals", "time", "hardware"):
+        assert needed in lowered, f"{path.name}: the first cell states {needed!r}"
+    badge = f"https://colab.research.google.com/github/{SLUG}/blob/main/notebooks/{path.name}"
+    assert badge in first.source, f"{path.name}: Open-in-Colab badge must point at {badge}"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f"git+{REPOSITORY}" in code, f"{path.name}: the setup cell installs nstlib from {REPOSITORY}"
+    assert "nstlib.get_device(verbose=True)" in code
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert len(re.findall(r"^#+ Exercise", markdown, flags=re.M)) >= 2, f"{path.name}: at least two exercises"
+    assert code.count("check_exercise(") >= 2, f"{path.name}: each exercise has a self-check cell"
+    assert re.search(r"^## Summary", markdown, flags=re.M), f"{path.name}: a Summary section"
+    assert re.search(r"^## References", markdown, flags=re.M), f"{path.name}: a References section"
+
+
+def test_plot_cells_do_not_end_with_a_semicolon(notebook):
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.strip():
+            assert not cell.source.rstrip().endswith(";"), f"{path.name} cell {i} ends with ';'"
+
+
+def test_no_quick_mode_switch_inside_notebooks(notebook):
+    path, nb = notebook
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert "NSTLIB_QUICK" not in cell.source, f"{path.name}: quick mode lives in nstlib, not in cells"
