@@ -1,0 +1,308 @@
+"""Batch runs with papermill: one notebook over a grid of parameters, then a comparison figure.
+
+``python -m nstlib.batch GRID.yaml [--workers N] [--force]`` reads a grid file such as::
+
+    notebook: ../notebooks/03_gatys_style_transfer.ipynb   # relative to the grid file
+    output: ../results/batch/style_weight_sweep            # relative to the grid file
+    parameters:                 # the same for every run
+      CONTENT: tubingen
+      STEPS: 300
+    grid:                       # every combination of these (rows first)
+      STYLE: [starry_night, mosaic]
+      STYLE_WEIGHT: [1.0e+5, 1.0e+6, 1.0e+7]
+    figure:                     # optional: the labelled comparison grid
+      rows: STYLE
+      cols: STYLE_WEIGHT
+      image: stylized.png       # a file each run leaves in its RESULTS_DIR
+      title: Style weight sweep
+    table: [total, content, style, seconds]   # metrics.json keys for the table
+
+A grid axis named ``notebook`` runs different notebooks (paths) under the same parameters, e.g.
+Gatys (03) against Johnson (05) per style.
+
+Every run gets its own folder ``<output>/<axis>=<value>__.../`` holding the executed notebook, the
+images and ``metrics.json`` the notebook wrote there (its ``RESULTS_DIR`` parameter), and a
+``run.json`` with the parameters, the status and a content hash of notebook + parameters (+ quick
+mode). A failed run is reported and does not stop the others; invoking the batch again skips every
+run already complete with the same hash, so a crashed batch resumes where it stopped. At the end
+``figure.png``/``figure.pdf`` (image grid with row and column labels) and ``table.csv``/
+``table.md`` (parameters and metrics per run) are written into the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import itertools
+import json
+import multiprocessing
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from . import quick
+from .fileio import atomic_write_json, atomic_write_text
+
+NOTEBOOK_AXIS = "notebook"
+
+
+class GridError(ValueError):
+    """The grid file is malformed; the message names the file, the key and the fix."""
+
+
+@dataclass
+class Run:
+    """One notebook execution of a batch."""
+
+    notebook: Path
+    parameters: dict[str, Any]
+    axes: dict[str, Any]
+    folder: Path
+    key: str = field(default="")
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.notebook.read_bytes())
+        digest.update(json.dumps({"parameters": self.parameters, "quick": quick.is_quick()}, sort_keys=True, default=str).encode())
+        self.key = digest.hexdigest()
+
+    @property
+    def record(self) -> Path:
+        return self.folder / "run.json"
+
+    def is_complete(self) -> bool:
+        """True when a previous invocation finished this run with the same notebook and parameters."""
+        try:
+            record = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return False
+        return record.get("status") == "ok" and record.get("key") == self.key
+
+
+@dataclass
+class Grid:
+    """A parsed grid file."""
+
+    path: Path
+    output: Path
+    runs: list[Run]
+    axes: dict[str, list]
+    figure: dict[str, Any] | None
+    table: list[str]
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (str, Path)) and str(value).endswith(".ipynb"):
+        return Path(value).stem
+    return str(value)
+
+
+def _folder_name(axes: dict[str, Any]) -> str:
+    text = "__".join(f"{k}={_label(v)}" for k, v in axes.items()) or "run"
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", text)
+
+
+def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
+    """Read and check a grid file; ``output`` overrides its ``output`` folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise GridError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(spec, dict):
+        raise GridError(f"{path}: expected a mapping with notebook, output, parameters, grid")
+    unknown = set(spec) - {"notebook", "output", "parameters", "grid", "figure", "table"}
+    if unknown:
+        raise GridError(f"{path}: unknown keys {sorted(unknown)}; allowed: notebook, output, parameters, grid, figure, table")
+    base = path.parent
+    axes = spec.get("grid") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise GridError(f"{path}: 'grid' must map each parameter to a non-empty list of values")
+    if NOTEBOOK_AXIS not in axes and "notebook" not in spec:
+        raise GridError(f"{path}: name the notebook to run ('notebook: ../notebooks/03_gatys_style_transfer.ipynb')")
+    fixed = spec.get("parameters") or {}
+    if not isinstance(fixed, dict):
+        raise GridError(f"{path}: 'parameters' must be a mapping of parameter names to values")
+    out = Path(output) if output is not None else base / spec.get("output", f"../results/batch/{path.stem}")
+    runs = []
+    for combination in itertools.product(*axes.values()):
+        chosen = dict(zip(axes, combination))
+        notebook = base / str(chosen.get(NOTEBOOK_AXIS, spec.get("notebook")))
+        if not notebook.is_file():
+            raise GridError(f"{path}: notebook {notebook} does not exist")
+        parameters = {**fixed, **{k: v for k, v in chosen.items() if k != NOTEBOOK_AXIS}}
+        runs.append(Run(notebook.resolve(), parameters, chosen, out / _folder_name(chosen)))
+    figure = spec.get("figure")
+    if figure is not None:
+        for key in ("rows", "cols"):
+            if figure.get(key) not in axes:
+                raise GridError(f"{path}: figure.{key} must name a grid axis ({sorted(axes)})")
+    table = spec.get("table") or []
+    return Grid(path, out, runs, axes, figure, list(table))
+
+
+def execute_run(notebook: str, folder: str, parameters: dict[str, Any], key: str, axes: dict[str, Any]) -> dict[str, Any]:
+    """Execute one run with papermill (in a worker process); returns its record (never raises)."""
+    import time
+
+    import papermill
+
+    folder_path = Path(folder)
+    folder_path.mkdir(parents=True, exist_ok=True)
+    record = {"notebook": notebook, "parameters": parameters, "axes": axes, "key": key, "quick": quick.is_quick()}
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            notebook,
+            str(folder_path / Path(notebook).name),
+            parameters={**parameters, "RESULTS_DIR": str(folder_path.resolve())},
+            kernel_name="python3",
+            cwd=str(Path(notebook).parent),
+            progress_bar=False,
+        )
+        record["status"] = "ok"
+    except Exception as error:  # a failing run is recorded and reported, never fatal to the batch
+        message = str(error).strip().splitlines()
+        record["status"] = "failed"
+        record["error"] = f"{type(error).__name__}: " + (" ".join(message[-3:]) if message else "")
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    atomic_write_json(folder_path / "run.json", record)
+    return record
+
+
+def run_grid(grid: Grid, *, workers: int = 1, force: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Execute every incomplete run (``workers`` in parallel); returns all runs' records in grid order."""
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be at least 1")
+    grid.output.mkdir(parents=True, exist_ok=True)
+    todo = [run for run in grid.runs if force or not run.is_complete()]
+    skipped = len(grid.runs) - len(todo)
+    bar = tqdm(total=len(grid.runs), initial=skipped, desc=f"batch {grid.path.stem}", unit="run", disable=not progress)
+    if skipped:
+        bar.write(f"{skipped} run(s) already complete: skipped")
+    arguments = [(str(r.notebook), str(r.folder), r.parameters, r.key, r.axes) for r in todo]
+    if workers == 1 or len(todo) <= 1:
+        for args in arguments:
+            _report(bar, execute_run(*args))
+    else:
+        # spawn, not fork: forking a process that holds torch threads can deadlock.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(execute_run, *args) for args in arguments]):
+                _report(bar, future.result())
+    bar.close()
+    return [json.loads(run.record.read_text()) if run.record.exists() else {"status": "missing"} for run in grid.runs]
+
+
+def _report(bar, record: dict[str, Any]) -> None:
+    bar.update(1)
+    if record["status"] != "ok":
+        bar.write(f"FAILED {_folder_name(record['axes'])}: {record.get('error', '')}")
+
+
+def _metrics(run: Run) -> dict[str, Any]:
+    try:
+        return json.loads((run.folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_table(grid: Grid) -> tuple[Path, Path]:
+    """``table.csv`` and ``table.md``: one row per run, its grid values, status and chosen metrics."""
+    header = [*grid.axes, "status", *grid.table]
+    rows = []
+    for run in grid.runs:
+        record = json.loads(run.record.read_text()) if run.record.exists() else {"status": "missing"}
+        metrics = _metrics(run)
+        values = {**{k: _label(v) for k, v in run.axes.items()}, "status": record["status"]}
+        for key in grid.table:
+            value = metrics.get(key, metrics.get("final_losses", {}).get(key, ""))
+            values[key] = f"{value:.4g}" if isinstance(value, float) else value
+        rows.append([values[h] for h in header])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    csv_path = atomic_write_text(grid.output / "table.csv", buffer.getvalue())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    md_path = atomic_write_text(grid.output / "table.md", "\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def write_figure(grid: Grid) -> list[Path]:
+    """The labelled comparison grid (``figure.png`` and ``figure.pdf``); failed runs stay blank."""
+    from .fileio import atomic_write
+    from .images import ImageError, load_image
+    from .plotting import image_grid
+
+    spec = grid.figure
+    if not spec:
+        return []
+    rows, cols = grid.axes[spec["rows"]], grid.axes[spec["cols"]]
+    cells: list[list] = [[None] * len(cols) for _ in rows]
+    for run in grid.runs:
+        image_file = run.folder / spec.get("image", "stylized.png")
+        if image_file.exists():
+            try:
+                image = load_image(image_file)
+            except ImageError:
+                continue
+            cells[rows.index(run.axes[spec["rows"]])][cols.index(run.axes[spec["cols"]])] = image
+    title = spec.get("title", grid.path.stem)
+    if quick.is_quick():
+        title += " (QUICK MODE: not a real result)"
+    figure = image_grid(
+        cells,
+        row_labels=[f"{spec['rows']}={_label(v)}" for v in rows],
+        col_labels=[f"{spec['cols']}={_label(v)}" for v in cols],
+        title=title,
+    )
+    paths = []
+    for suffix in ("png", "pdf"):
+        paths.append(atomic_write(grid.output / f"figure.{suffix}", lambda f, s=suffix: figure.savefig(f, format=s, bbox_inches="tight", dpi=120)))
+    return paths
+
+
+def run_batch(path: str | Path, *, output: str | Path | None = None, workers: int = 1, force: bool = False, progress: bool = True) -> Grid:
+    """Load ``path``, execute its runs, write the figure and the table; returns the grid."""
+    grid = load_grid(path, output)
+    records = run_grid(grid, workers=workers, force=force, progress=progress)
+    write_table(grid)
+    write_figure(grid)
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"{len(records) - len(failed)}/{len(records)} runs complete; results in {grid.output}")
+    return grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nstlib.batch", description="Run a notebook over a grid of parameters with papermill.")
+    parser.add_argument("grids", nargs="+", type=Path, help="grid YAML file(s)")
+    parser.add_argument("--workers", type=int, default=1, help="runs executed in parallel (default 1)")
+    parser.add_argument("--output", type=Path, help="output folder (default: the grid file's 'output')")
+    parser.add_argument("--force", action="store_true", help="re-run runs that are already complete")
+    args = parser.parse_args(argv)
+    if args.output and len(args.grids) > 1:
+        parser.error("--output needs a single grid file")
+    status = 0
+    for path in args.grids:
+        try:
+            grid = run_batch(path, output=args.output, workers=args.workers, force=args.force)
+        except GridError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if not all(r.is_complete() for r in grid.runs):
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
