@@ -5,6 +5,11 @@ Notebooks teach; the machinery lives here, one idea per module:
 =================  ==============================================================
 ``stylize``        :func:`stylize`, Gatys et al.'s optimisation of pixels
 ``perceptual``     :class:`PerceptualLoss`, shared by Gatys optimisation and Johnson training
+``transform_net``  :class:`TransformerNet`, Johnson et al.'s feed-forward stylisation network
+``trainer``        :func:`train_transform_net`: perceptual-loss training with checkpoints
+``pretrained``     pytorch/examples' four trained models, mapped to the course's conventions
+``datasets``       training images: any folder, LabelMe (``labelme``), COCO, synthetic
+``batch``          papermill batches over parameter grids, with comparison figures
 ``layers``         VGG19 layer names (Gatys' ``conv4_2`` and the tutorial's ``conv_10``)
 ``vgg``            :class:`VGGFeatures`, a frozen VGG19 feature extractor
 ``losses``         :func:`gram_matrix`, :func:`content_loss`, :func:`style_loss`, :func:`total_variation`
@@ -38,6 +43,11 @@ from .reconstruct import reconstruct_content, synthesize_texture
 from .results import results_path, save_run
 from .samples import fetch_sample, get_sample, sample_names
 from .stylize import StylizeResult, stylize
+from .trainer import TrainingDivergedError, TrainResult, plot_training, train_transform_net
+from .transform_net import CheckpointError, TransformerNet, load_transform_net, save_transform_net, stylize_image, stylize_images
+from .pretrained import PRETRAINED_STYLES, load_pretrained
+from .datasets import ImageFolderDataset, SyntheticDataset, download_coco, open_dataset
+from .labelme import download_labelme
 from .utils import get_device, set_seed
 from .vgg import VGGFeatures, WeightsError
 

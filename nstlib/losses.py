@@ -23,6 +23,8 @@ the loss *weights* of one codebase do not carry over to another.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -38,11 +40,25 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     ``G[b, i, j] = sum_k F[b, i, k] F[b, j, k] / (C H W)`` where ``k`` runs over the ``H W``
     positions. Returns ``[B, C, C]``; symmetric, positive semi-definite, and unchanged by any
     permutation of the positions (it keeps *which features occur together*, not *where*).
+
+    Half-precision features (float16 / bfloat16, e.g. under mixed precision) are multiplied
+    in float32 with autocast switched off, and the result is float32: in float16 the sum of
+    ``H W`` products overflows (65504 is its largest value) and bfloat16 keeps only 8 bits.
     """
     _check_features(features)
     b, c, h, w = features.shape
     flat = features.reshape(b, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    with _autocast_off(flat.device.type):
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def _autocast_off(device_type: str):
+    """A context that disables :func:`torch.autocast` on ``device_type`` (CUDA and CPU; others have none)."""
+    if device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

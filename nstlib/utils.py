@@ -19,7 +19,10 @@ def get_device(prefer: str | None = None, verbose: bool = False) -> torch.device
     quick mode is on, so notebooks show it in their setup cell).
     """
     if prefer is not None:
-        device = torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={prefer!r} is not one of 'cuda', 'mps', 'cpu'") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu' or enable a GPU")
         if device.type == "mps" and not _mps_available():

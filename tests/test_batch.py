@@ -3,7 +3,7 @@
 import json
 import os
 import time
-from pathlib import Path
+
 
 import nbformat
 import pytest
