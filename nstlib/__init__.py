@@ -34,10 +34,10 @@ from .layers import (
 )
 from .download import DownloadError
 from .exercises import check_exercise
-from .images import ImageError, load_image, save_image, to_pil
+from .images import ImageError, image_path, load_image, save_image, to_pil
 from .losses import content_loss, gram_matrix, style_loss, total_variation
 from .perceptual import PerceptualLoss
-from .plotting import LivePreview, image_grid, plot_losses, show_feature_maps, show_image, show_images
+from .plotting import LivePreview, image_grid, plot_losses, save_figure, show_feature_maps, show_image, show_images
 from .quick import is_quick
 from .reconstruct import reconstruct_content, synthesize_texture
 from .results import results_path, save_run
@@ -49,6 +49,6 @@ from .pretrained import PRETRAINED_STYLES, load_pretrained
 from .datasets import ImageFolderDataset, SyntheticDataset, download_coco, open_dataset
 from .labelme import download_labelme
 from .utils import get_device, set_seed
-from .vgg import VGGFeatures, WeightsError
+from .vgg import VGGFeatures, WeightsError, normalize
 
 __version__ = "0.1.0"

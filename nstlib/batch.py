@@ -240,9 +240,8 @@ def write_table(grid: Grid) -> tuple[Path, Path]:
 
 def write_figure(grid: Grid) -> list[Path]:
     """The labelled comparison grid (``figure.png`` and ``figure.pdf``); failed runs stay blank."""
-    from .fileio import atomic_write
     from .images import ImageError, load_image
-    from .plotting import image_grid
+    from .plotting import image_grid, save_figure
 
     spec = grid.figure
     if not spec:
@@ -266,10 +265,7 @@ def write_figure(grid: Grid) -> list[Path]:
         col_labels=[f"{spec['cols']}={_label(v)}" for v in cols],
         title=title,
     )
-    paths = []
-    for suffix in ("png", "pdf"):
-        paths.append(atomic_write(grid.output / f"figure.{suffix}", lambda f, s=suffix: figure.savefig(f, format=s, bbox_inches="tight", dpi=120)))
-    return paths
+    return [save_figure(figure, grid.output / f"figure.{suffix}") for suffix in ("png", "pdf")]
 
 
 def run_batch(path: str | Path, *, output: str | Path | None = None, workers: int = 1, force: bool = False, progress: bool = True) -> Grid:

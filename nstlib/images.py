@@ -117,7 +117,7 @@ def load_image(source: Any, size: int | None = None, *, max_pixels: int | None =
         except Exception as error:
             raise ImageError(f"cannot convert the PIL image (mode {source.mode!r}) to RGB: {error}") from error
     if isinstance(source, (str, os.PathLike)):
-        return _load_file(_resolve(source), size, max_pixels)
+        return _load_file(image_path(source), size, max_pixels)
     raise ImageError(
         f"source has type {type(source).__name__}: pass a file path, a URL, a sample name, "
         "a PIL image, a NumPy array or a tensor"
@@ -145,8 +145,11 @@ def target_size(width: int, height: int, size: int | None) -> tuple[int, int]:
     return max(1, math.floor(width * size / height + 0.5)), size
 
 
-def _resolve(source: str | os.PathLike) -> Path:
-    """The local file behind a path, URL or sample name."""
+def image_path(source: str | os.PathLike) -> Path:
+    """The local file behind a path, URL or sample name (downloading or fetching it when needed).
+
+    Raises :class:`ImageError` naming the source when it is none of the three.
+    """
     if not isinstance(source, str):
         path = Path(source).expanduser()
         if not path.exists():

@@ -448,3 +448,17 @@ class LivePreview:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def save_figure(figure: Figure, path, *, dpi: int = 120) -> "Path":
+    """Save ``figure`` atomically; the format (png, pdf, svg, jpg) comes from the extension."""
+    from pathlib import Path
+
+    from .fileio import atomic_write
+
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in {"png", "pdf", "svg", "jpg", "jpeg"}:
+        raise ValueError(f"cannot save a figure as {path}: use .png, .pdf, .svg or .jpg")
+    return atomic_write(path, lambda handle: figure.savefig(handle, format=fmt, dpi=dpi, bbox_inches="tight"))
+

@@ -277,7 +277,27 @@ def _finish(param: torch.Tensor, content: torch.Tensor, preserve_color: bool) ->
 
 
 def _optimise(param, loss_fn, steps: int, optimizer: str, lr: float, record) -> None:
-    """Run ``steps`` loss evaluations of L-BFGS or Adam on ``param``, calling ``record`` each time."""
+    """Run ``steps`` loss evaluations of L-BFGS or Adam on ``param``, calling ``record`` each time.
+
+    Both optimisers minimise the total loss divided by its value at the first step: the same
+    minimiser, but free of the absolute thresholds that make them stall on tiny losses (random
+    VGG weights give losses around 1e-10). torch's L-BFGS skips its curvature update when
+    ``y.s <= 1e-10`` and starts with a step of ``lr * min(1, 1/|g|_1)``; Adam's ``eps = 1e-8``
+    swamps gradients far below it. After the rescaling, multiplying all loss weights by a
+    constant changes nothing.
+    """
+    scale: list[float] = []
+
+    def evaluate() -> torch.Tensor:
+        losses = loss_fn(param)
+        if not scale:
+            first = float(losses["total"].detach())
+            scale.append(1.0 / first if first > 0 and math.isfinite(first) else 1.0)
+        objective = losses["total"] * scale[0]
+        objective.backward()
+        record(losses, param)
+        return objective.detach()
+
     if optimizer == "lbfgs":
         # max_iter = steps gives exactly `steps` closure calls: one before the first iteration and
         # one per iteration except the last, whose update is applied without a further evaluation.
@@ -287,19 +307,14 @@ def _optimise(param, loss_fn, steps: int, optimizer: str, lr: float, record) -> 
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            losses = loss_fn(param)
-            losses["total"].backward()
-            record(losses, param)
-            return losses["total"]
+            return evaluate()
 
         opt.step(closure)
     else:
         opt = torch.optim.Adam([param], lr=lr)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            losses = loss_fn(param)
-            losses["total"].backward()
-            record(losses, param)
+            evaluate()
             opt.step()
             with torch.no_grad():
                 param.clamp_(0, 1)

@@ -20,6 +20,13 @@ RANDOM_SEED = 0
 """Seed of the random weights used by ``weights=None`` and by quick mode."""
 
 
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation ``(x - mean) / std`` per channel, for images in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
 class WeightsError(RuntimeError):
     """The pretrained weights could not be obtained."""
 

@@ -278,3 +278,14 @@ def test_notebook_shows_each_figure_exactly_once(monkeypatch):
     assert len(outputs[4]) == 1 and outputs[4][0]["data"] == {"text/plain": "0"}  # no figure left in pyplot
     assert len(outputs[5]) == 1 and outputs[5][0]["output_type"] == "display_data"  # updated in place
     assert "step 2 | total 1" in outputs[5][0]["data"]["text/html"]
+
+
+def test_save_figure_is_atomic_and_checks_the_format(tmp_path):
+    from nstlib.plotting import save_figure, show_image
+
+    fig = show_image(torch.rand(1, 3, 8, 8))
+    assert save_figure(fig, tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
+    assert save_figure(fig, tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
+    with pytest.raises(ValueError, match=r"\.png"):
+        save_figure(fig, tmp_path / "a.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png"]

@@ -163,3 +163,17 @@ def test_texture_synthesis_matches_grams_but_not_layout(style):
     assert h["total"] == pytest.approx([1e6 * s for s in h["style"]], rel=1e-5)  # content is switched off
     assert h["style"][-1] < 0.2 * h["style"][0]
     assert result.image.shape == style.shape
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_tiny_losses_do_not_stall_the_optimiser(content, style, optimizer):
+    # The optimisers see the loss relative to its first value, so multiplying every weight by
+    # 1e-9 (losses ~1e-10, as with random weights) leaves the relative progress unchanged;
+    # without that, torch's L-BFGS (y.s <= 1e-10) and Adam (eps = 1e-8) barely move.
+    def progress(scale):
+        h = run(content, style, optimizer=optimizer, steps=8, content_weight=scale, style_weight=1e6 * scale).history
+        return h["total"][-1] / h["total"][0]
+
+    normal, tiny = progress(1.0), progress(1e-9)
+    assert normal < 0.7
+    assert tiny == pytest.approx(normal, rel=0.05)

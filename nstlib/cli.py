@@ -1,0 +1,674 @@
+"""The ``nstlib`` command line: stylise, train, download, run batches, show the setup.
+
+::
+
+    nstlib stylize CONTENT STYLE [STYLE ...] -o OUT.jpg [options]   Gatys et al.: optimise the pixels
+    nstlib stylize CONTENT --model MODEL -o OUT.jpg                  Johnson et al.: one forward pass
+    nstlib train STYLE --data DIR --steps N -o MODEL.pth [options]   train a fast style network
+    nstlib download NAME [NAME ...]                                  samples, models, weights, datasets
+    nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.batch)
+    nstlib info                                                      versions, device, settings
+
+``python -m nstlib ...`` is the same command. Every subcommand has ``--help``. Images
+(CONTENT, STYLE) are anything :func:`nstlib.load_image` reads: a path, an http(s) URL or a
+sample name (``nstlib download samples`` lists them by fetching them).
+
+Exit codes: **0** success; **2** bad input or usage (argparse's convention): a missing file,
+an unknown image, model or download name, a bad size or step count, an output that exists
+without ``--force``; **1** a runtime failure: a download that failed, weights that could not
+be obtained, training that diverged. An expected error is one line on stderr,
+``nstlib: error: ...``, naming the problem and the fix; ``--debug`` adds the traceback.
+Anything else is a bug and shows its traceback.
+
+Outputs (``-o``) are never overwritten silently: an existing file is an error unless
+``--force`` is given, checked before any work starts. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "DOWNLOAD_GROUPS", "UsageError", "build_parser", "main"]
+
+EXIT_OK = 0
+"""Exit code of a command that did what it was asked."""
+EXIT_FAILURE = 1
+"""Exit code of a runtime failure (download, weights, diverged training)."""
+EXIT_USAGE = 2
+"""Exit code of bad input: argparse's convention for usage errors."""
+
+DOWNLOAD_GROUPS = ("samples", "pretrained", "vgg19", "labelme", "coco-val2017", "coco-train2014", "labelme-12-50k")
+"""Names ``nstlib download`` takes besides the sample image names."""
+
+DEFAULT_SIZE = 512
+DEFAULT_STEPS = 300
+
+
+class UsageError(ValueError):
+    """Bad command-line input found by the command itself (exit code 2)."""
+
+
+# --------------------------------------------------------------------------------------
+# argument types: each raises ArgumentTypeError, which argparse turns into exit code 2
+
+
+def positive_int(text: str) -> int:
+    """``text`` as an integer > 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive whole number")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """``text`` as an integer >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number >= 0")
+    return value
+
+
+def weight(text: str) -> float:
+    """``text`` as a finite float >= 0 (argparse type for loss weights)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``text`` as a finite float > 0 (argparse type for learning rates)."""
+    value = weight(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _split(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list such as 256,512")
+    return items
+
+
+def int_list(text: str) -> list[int]:
+    """``"256,512"`` as ``[256, 512]``, each > 0 (argparse type)."""
+    return [positive_int(item) for item in _split(text)]
+
+
+def steps_value(text: str) -> int | list[int]:
+    """``"300"`` as 300, ``"200,100"`` as ``[200, 100]`` (one per scale); each > 0."""
+    values = int_list(text)
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def float_list(text: str) -> list[float]:
+    """``"0.7,0.3"`` as ``[0.7, 0.3]``, each finite and >= 0 (argparse type)."""
+    return [weight(item) for item in _split(text)]
+
+
+def name_list(text: str) -> list[str]:
+    """``"conv1_1,conv2_1"`` as ``["conv1_1", "conv2_1"]`` (argparse type)."""
+    return _split(text)
+
+
+# --------------------------------------------------------------------------------------
+# the parser
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand takes (SUPPRESS: a value given before the subcommand survives)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nstlib`` argument parser with its subcommands (see the module docstring)."""
+    from . import __version__
+
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="nstlib", description="Neural style transfer from the command line (the course's nstlib package).",
+        epilog="Exit codes: 0 ok, 2 bad input or usage, 1 runtime failure. NSTLIB_QUICK=1 runs everything "
+               "at smoke-test scale, offline. Run 'nstlib COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"nstlib {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_stylize(commands, common)
+    _add_train(commands, common)
+    _add_download(commands, common)
+    _add_batch(commands, common)
+    _add_info(commands, common)
+    return parser
+
+
+def _add_stylize(commands, common) -> None:
+    p = commands.add_parser(
+        "stylize", parents=[common], help="stylise an image (Gatys optimisation, or a fast model with --model)",
+        description="Stylise CONTENT. With STYLE image(s): Gatys et al.'s optimisation of the pixels. "
+                    "With --model: one forward pass of a trained fast style network (Johnson et al.). "
+                    "Images are paths, http(s) URLs or sample names.",
+        epilog="Example: nstlib stylize tubingen starry_night -o out.jpg --size 512 --steps 300; "
+               "nstlib stylize photo.jpg --model candy -o candy.jpg")
+    p.add_argument("content", metavar="CONTENT", help="content image: path, URL or sample name")
+    p.add_argument("styles", metavar="STYLE", nargs="*", help="style image(s); several are blended "
+                   "(see --style-blend). Not with --model")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                   help="output image (.jpg .png .webp .bmp .tif); an existing file needs --force")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--model", metavar="MODEL", help="fast path: a checkpoint file (.pth from 'nstlib train' or "
+                   "pytorch/examples) or a pretrained style: candy, mosaic, rain_princess, udnie")
+    p.add_argument("--size", type=positive_int, help=f"long side of the output in pixels (default {DEFAULT_SIZE}; "
+                   "with --scales, the last scale)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("Gatys optimisation (not with --model)")
+    g.add_argument("--steps", type=steps_value, help=f"loss evaluations (default {DEFAULT_STEPS}); with --scales "
+                   "one value for every stage or a list such as 200,100")
+    g.add_argument("--content-weight", type=weight, help="content loss weight (default 1)")
+    g.add_argument("--style-weight", type=weight, help="style loss weight (default 1e6)")
+    g.add_argument("--tv-weight", type=weight, help="total variation weight (default 0)")
+    g.add_argument("--layers", choices=("gatys", "seed"), help="layer preset: gatys (conv4_2; conv1_1..conv5_1, "
+                   "the default) or seed (the slides' conv_4; conv_1..conv_5)")
+    g.add_argument("--content-layers", type=name_list, metavar="LIST",
+                   help="content layers, comma-separated (conv4_2 or conv_10 naming); overrides --layers")
+    g.add_argument("--style-layers", type=name_list, metavar="LIST",
+                   help="style layers, comma-separated; overrides --layers")
+    g.add_argument("--optimizer", choices=("lbfgs", "adam"), help="optimiser (default lbfgs)")
+    g.add_argument("--lr", type=positive_float, help="learning rate (default 1 for lbfgs, 0.02 for adam)")
+    g.add_argument("--init", metavar="INIT", help="start image: content (default), noise, or an image")
+    g.add_argument("--preserve-color", action="store_true", help="keep the content's colours (luminance-only transfer)")
+    g.add_argument("--scales", type=int_list, metavar="LIST", help="coarse-to-fine long sides, e.g. 256,512")
+    g.add_argument("--style-size", type=positive_int, help="long side of the style image(s) (default: the output's)")
+    g.add_argument("--style-blend", type=float_list, metavar="LIST",
+                   help="weights of several STYLE images, e.g. 0.7,0.3 (default equal)")
+    g.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
+    g.add_argument("--weights", choices=("imagenet", "random"), help="VGG19 weights (default imagenet)")
+    g.add_argument("--pooling", choices=("max", "avg"), help="VGG19 pooling (default max)")
+    p.set_defaults(run=cmd_stylize)
+
+
+def _add_train(commands, common) -> None:
+    p = commands.add_parser(
+        "train", parents=[common], help="train a fast style network (Johnson et al.) for a style",
+        description="Train a TransformerNet to paint STYLE (Johnson et al. 2016) on the images of --data, "
+                    "then write the model to -o with save_transform_net.",
+        epilog="Example: nstlib train starry_night --data coco-val2017 --epochs 2 --checkpoint-dir ckpt "
+               "-o starry.pth; then nstlib stylize photo.jpg --model starry.pth -o out.jpg")
+    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s): path, URL or sample name "
+                   "(several: their Gram targets are averaged)")
+    p.add_argument("--data", required=True, metavar="DATA", help="a folder of photos, or labelme, labelme-12-50k, "
+                   "coco-val2017, coco-train2014 (after 'nstlib download'), synthetic")
+    p.add_argument("--max-images", type=positive_int, metavar="N", help="use only the first N images of --data")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=positive_int, help="optimiser steps")
+    length.add_argument("--epochs", type=positive_int, help="passes over the data")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL.pth",
+                   help="where to write the trained model; an existing file needs --force")
+    p.add_argument("--force", action="store_true", help="overwrite MODEL.pth if it exists")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per step (default 4)")
+    p.add_argument("--image-size", type=positive_int, default=256, help="side of the square crops (default 256)")
+    p.add_argument("--style-size", type=positive_int, help="long side of the style image (default --image-size)")
+    p.add_argument("--content-weight", type=weight, default=1e5, help="content loss weight (default 1e5)")
+    p.add_argument("--style-weight", type=weight, default=1e10, help="style loss weight (default 1e10)")
+    p.add_argument("--tv-weight", type=weight, default=0.0, help="total variation weight (default 0)")
+    p.add_argument("--content-layers", type=name_list, metavar="LIST", help="content layers (default relu4_2)")
+    p.add_argument("--style-layers", type=name_list, metavar="LIST",
+                   help="style layers (default relu1_2,relu2_2,relu3_4,relu4_2,relu5_4)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    p.add_argument("--upsample", choices=("nearest", "transpose"), default="nearest",
+                   help="up-sampling of the network (default nearest)")
+    p.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
+                   help="VGG19 weights of the loss (default imagenet)")
+    p.add_argument("--amp", choices=("auto", "off", "float16", "bfloat16"), default="auto",
+                   help="mixed precision on CUDA (default auto)")
+    p.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept (default 3)")
+    p.add_argument("--sample", action="append", metavar="IMAGE", dest="samples",
+                   help="an image to stylise into DIR/samples/ as training goes (repeatable)")
+    p.add_argument("--sample-every", type=positive_int, default=500, help="steps between samples (default 500)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train)
+
+
+def _add_download(commands, common) -> None:
+    from .samples import sample_names
+
+    p = commands.add_parser(
+        "download", parents=[common], help="fetch sample images, models, VGG19 weights or datasets",
+        description="Fetch what the course needs into the cache (NSTLIB_CACHE) and print where it went. "
+                    f"NAME: a sample image ({', '.join(sample_names())}), samples (all of them), "
+                    "pretrained (the four fast models: candy, mosaic, rain_princess, udnie), vgg19 (ImageNet "
+                    "weights, into torch hub's cache), labelme (crawl; --n), coco-val2017 (815 MB), "
+                    "coco-train2014 (13.5 GB), labelme-12-50k. Quick mode (NSTLIB_QUICK=1) never downloads.")
+    p.add_argument("names", metavar="NAME", nargs="+", help="what to fetch (see above)")
+    p.add_argument("--n", type=positive_int, metavar="N", help="labelme: how many images (default 20000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_download)
+
+
+def _add_batch(commands, common) -> None:
+    p = commands.add_parser(
+        "batch", parents=[common], help="run a notebook over a grid of parameters (papermill)",
+        description="Run a notebook over a grid of parameters with papermill, then write a comparison figure "
+                    "and table (see nstlib.batch for the grid file).")
+    p.add_argument("grids", metavar="GRID.yaml", nargs="+", type=Path, help="grid file(s)")
+    p.add_argument("--workers", type=positive_int, default=1, help="runs executed in parallel (default 1)")
+    p.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the grid file's 'output')")
+    p.add_argument("--force", action="store_true", help="re-run runs that are already complete")
+    p.set_defaults(run=cmd_batch)
+
+
+def _add_info(commands, common) -> None:
+    p = commands.add_parser("info", parents=[common], help="versions, device, quick mode, cache and mirror",
+                            description="Print what nstlib sees: versions, the device, quick mode, the cache "
+                                        "folder, the mirror, and which weights and models are cached.")
+    p.set_defaults(run=cmd_info)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def _output_path(path: Path, force: bool, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Check ``-o`` before any work: the extension, not a folder, not an existing file without --force."""
+    path = path.expanduser()
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise UsageError(f"-o {path}: the extension {path.suffix or '(none)'!r} is not one of "
+                         f"{' '.join(suffixes)}; name the output e.g. {path.with_suffix(suffixes[0]).name}")
+    if path.is_dir():
+        raise UsageError(f"-o {path} is a folder: name the file to write inside it")
+    if path.exists() and not force:
+        raise UsageError(f"-o {path} already exists: pass --force to overwrite it, or choose another name")
+    return path
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line library messages are joined)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
+
+
+def _exit_code(error: BaseException) -> int | None:
+    """2 for bad input, 1 for an expected runtime failure, None for anything else (a bug)."""
+    from .download import DownloadError
+    from .labelme import CrawlError
+    from .vgg import WeightsError
+
+    if isinstance(error, DownloadError):  # an OSError, but the network's fault, not the input's
+        return EXIT_FAILURE
+    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
+        return EXIT_USAGE
+    if isinstance(error, (WeightsError, CrawlError, FloatingPointError, OSError)):
+        return EXIT_FAILURE
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return EXIT_FAILURE
+    return None
+
+
+def _report(error: BaseException, debug: bool, prefix: str = "") -> None:
+    if debug:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(f"nstlib: error: {prefix}{_one_line(error)}", file=sys.stderr, flush=True)
+
+
+def _size_text(image) -> str:
+    return f"{image.shape[-1]}x{image.shape[-2]}"
+
+
+# --------------------------------------------------------------------------------------
+# stylize
+
+_GATYS_ONLY = ("steps", "content_weight", "style_weight", "tv_weight", "layers", "content_layers", "style_layers",
+               "optimizer", "lr", "init", "preserve_color", "scales", "style_size", "style_blend", "seed",
+               "weights", "pooling")
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    """``nstlib stylize``: Gatys optimisation, or a fast model with ``--model``; writes ``-o``."""
+    from .images import SAVE_FORMATS
+
+    started = time.perf_counter()
+    out = _output_path(args.output, args.force, tuple(SAVE_FORMATS))
+    if args.model is not None:
+        return _stylize_fast(args, out, started)
+    if not args.styles:
+        raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
+    return _stylize_gatys(args, out, started)
+
+
+def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
+    from .images import load_image, save_image
+    from .pretrained import PRETRAINED_STYLES, load_pretrained
+    from .transform_net import load_transform_net, stylize_image
+    from .utils import get_device
+
+    if args.styles:
+        raise UsageError(f"--model stylises with the model alone: drop the STYLE argument(s) {' '.join(args.styles)}")
+    given = [f"--{name.replace('_', '-')}" for name in _GATYS_ONLY
+             if getattr(args, name) is not None and getattr(args, name) is not False]
+    if given:
+        raise UsageError(f"{' '.join(given)} only apply to Gatys optimisation (a STYLE image), not to --model")
+    model = Path(args.model).expanduser()
+    if not model.exists() and args.model not in PRETRAINED_STYLES:
+        raise UsageError(f"--model {args.model}: no such file (the current folder is {Path.cwd()}) and not a "
+                         f"pretrained style ({', '.join(PRETRAINED_STYLES)})")
+    device = get_device(args.device)
+    image = load_image(args.content, args.size or DEFAULT_SIZE)
+    net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
+    result = stylize_image(net, image, device=device)
+    save_image(result, out)
+    print(f"nstlib: wrote {out} ({_size_text(result)}, fast model {args.model}, {device.type}) "
+          f"in {time.perf_counter() - started:.1f} s")
+    return EXIT_OK
+
+
+def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
+    from .images import load_image
+    from .layers import LAYER_PRESETS, resolve_layers
+    from .stylize import stylize
+    from .utils import get_device
+
+    preset = LAYER_PRESETS[args.layers or "gatys"]
+    content_layers = resolve_layers(args.content_layers or preset["content_layers"], "--content-layers")
+    style_layers = resolve_layers(args.style_layers or preset["style_layers"], "--style-layers")
+    size = args.size if args.size is not None or args.scales else DEFAULT_SIZE
+    init = args.init or "content"
+    if init not in ("content", "noise"):
+        init = load_image(init)
+    device = get_device(args.device)
+    result = stylize(
+        args.content, args.styles if len(args.styles) > 1 else args.styles[0],
+        steps=args.steps if args.steps is not None else DEFAULT_STEPS,
+        content_weight=1.0 if args.content_weight is None else args.content_weight,
+        style_weight=1e6 if args.style_weight is None else args.style_weight,
+        tv_weight=0.0 if args.tv_weight is None else args.tv_weight,
+        content_layers=content_layers, style_layers=style_layers,
+        optimizer=args.optimizer or "lbfgs", lr=args.lr, init=init, size=size, style_size=args.style_size,
+        scales=args.scales, style_blend_weights=args.style_blend, preserve_color=args.preserve_color,
+        seed=args.seed or 0, device=device, weights=None if args.weights == "random" else "imagenet",
+        pooling=args.pooling or "max", progress=not args.quiet,
+    )
+    result.save(out)
+    steps = len(result.history["total"])
+    print(f"nstlib: wrote {out} ({_size_text(result.image)}, Gatys, {steps} steps, total loss "
+          f"{result.final_losses().get('total', float('nan')):.4g}, {device.type}) "
+          f"in {time.perf_counter() - started:.1f} s")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
+# train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``nstlib train``: :func:`~nstlib.train_transform_net`, then the model to ``-o`` (save_transform_net)."""
+    from .datasets import open_dataset
+    from .trainer import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, train_transform_net
+
+    started = time.perf_counter()
+    out = _output_path(args.output, args.force)
+    if args.resume and args.checkpoint_dir is None:
+        raise UsageError("--resume needs --checkpoint-dir DIR (the folder the checkpoints were written to)")
+    if args.samples and args.checkpoint_dir is None:
+        raise UsageError("--sample needs --checkpoint-dir DIR (the samples are written to DIR/samples/)")
+    data = open_dataset(args.data, args.image_size, n=args.max_images)
+    result = train_transform_net(
+        args.styles if len(args.styles) > 1 else args.styles[0], data,
+        steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+        content_layers=args.content_layers or DEFAULT_CONTENT_LAYERS,
+        style_layers=args.style_layers or DEFAULT_STYLE_LAYERS,
+        lr=args.lr, upsample=args.upsample, weights=None if args.weights == "random" else "imagenet",
+        style_size=args.style_size, device=args.device,
+        amp={"auto": True, "off": False}.get(args.amp, args.amp),
+        checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, sample_every=args.sample_every, sample_images=args.samples,
+        resume=args.resume, seed=args.seed, num_workers=args.num_workers, progress=not args.quiet,
+    )
+    result.save(out)
+    losses = result.final_losses()
+    loss = f", final loss {losses['total']:.4g}" if "total" in losses else ""
+    where = f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir is not None else ""
+    print(f"nstlib: wrote {out} ({result.steps} steps on {len(data)} images{loss}, {result.settings['device']}) "
+          f"in {time.perf_counter() - started:.1f} s{where}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
+# download
+
+
+def _vgg19_file() -> Path:
+    import torch
+    from torchvision.models import VGG19_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+
+def _pretrained_files() -> list[Path]:
+    from .pretrained import MODELS_FOLDER, PRETRAINED_STYLES, pretrained_dir
+
+    return [pretrained_dir() / MODELS_FOLDER / f"{style}.pth" for style in PRETRAINED_STYLES]
+
+
+def _quick_skip(name: str) -> str:
+    return f"{name}: not downloaded: quick mode (NSTLIB_QUICK=1) never uses the network; unset it to download"
+
+
+def _fetch(name: str, args: argparse.Namespace) -> str:
+    """Fetch one download ``name``; returns the line to print."""
+    from . import datasets, quick
+    from .samples import fetch_sample, get_sample
+
+    progress = not args.quiet
+    if name == "vgg19":
+        path = _vgg19_file()
+        if quick.is_quick():
+            return f"vgg19: {path} (already cached)" if path.is_file() else _quick_skip(name)
+        from .vgg import load_vgg19_state
+
+        load_vgg19_state("imagenet", progress=progress)
+        return f"vgg19: {path}"
+    if name == "pretrained":
+        files = _pretrained_files()
+        if quick.is_quick() and not all(p.is_file() for p in files):
+            return _quick_skip(name)
+        from .pretrained import PRETRAINED_STYLES, fetch_pretrained
+
+        for style in PRETRAINED_STYLES:
+            fetch_pretrained(style, progress=progress)
+        return f"pretrained: {files[0].parent} ({', '.join(p.name for p in files)})"
+    if name in ("labelme", "coco-val2017", "coco-train2014", "labelme-12-50k"):
+        if name == "labelme":
+            folder = datasets.download_labelme(n=args.n or 20000, progress=progress)
+        elif name == "labelme-12-50k":
+            folder = datasets.download_labelme_12_50k(progress=progress)
+        else:
+            folder = datasets.download_coco(name.removeprefix("coco-"), progress=progress)
+        count = len(datasets.list_images(folder)) if folder.is_dir() else 0
+        if quick.is_quick() and count == 0:
+            return _quick_skip(name)
+        return f"{name}: {count} images in {folder}"
+    sample = get_sample(name)
+    path = fetch_sample(sample.name, progress=progress)
+    if path.parent.name == "standins" and quick.is_quick():
+        return f"{sample.name}: {path} (quick mode: a synthetic stand-in, not the real image)"
+    return f"{sample.name}: {path}"
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """``nstlib download``: fetch each NAME (checked first), print where it went; exit 1 if any failed."""
+    from .samples import get_sample, is_sample, sample_names
+
+    wanted: list[str] = []
+    unknown: list[str] = []
+    for raw in args.names:
+        name = raw.strip().lower()
+        if name == "samples":
+            wanted += sample_names()
+        elif name in DOWNLOAD_GROUPS:
+            wanted.append(name)
+        elif is_sample(name):
+            wanted.append(get_sample(name).name)
+        else:
+            unknown.append(raw)
+    if unknown:
+        raise UsageError(f"unknown download name(s): {', '.join(unknown)}. Valid names: "
+                         f"{', '.join(DOWNLOAD_GROUPS)}, or a sample image: {', '.join(sample_names())}")
+    if args.n is not None and "labelme" not in wanted:
+        raise UsageError("--n applies to labelme only: add labelme to the names or drop --n")
+    failed = 0
+    wanted = list(dict.fromkeys(wanted))
+    for name in wanted:
+        try:
+            print(_fetch(name, args), flush=True)
+        except Exception as error:
+            if _exit_code(error) != EXIT_FAILURE:  # bad input (exit 2) and bugs stop everything
+                raise
+            _report(error, getattr(args, "debug", False), prefix=f"{name}: ")
+            failed += 1
+    if failed:
+        if len(wanted) > 1:
+            print(f"nstlib: {failed} of {len(wanted)} downloads failed", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
+# batch and info
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``nstlib batch``: hands the grid file(s) and options to :func:`nstlib.batch.main`."""
+    from . import batch
+
+    argv = [str(path) for path in args.grids] + ["--workers", str(args.workers)]
+    if args.output is not None:
+        argv += ["--output", str(args.output)]
+    if args.force:
+        argv.append("--force")
+    return batch.main(argv)
+
+
+def info_lines() -> list[tuple[str, str]]:
+    """``(label, value)`` pairs that ``nstlib info`` prints."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from . import __version__, settings
+    from .utils import get_device
+
+    quick_text = "on (NSTLIB_QUICK=1: tiny sizes, random weights, offline)" if settings.quick_mode() else "off"
+    try:
+        torchvision_version = version("torchvision")
+    except PackageNotFoundError:
+        torchvision_version = "not installed"
+    device = get_device()
+    if device.type == "cuda":
+        device_text = f"cuda ({torch.cuda.get_device_name(device)})"
+    elif device.type == "mps":
+        device_text = "mps (Apple GPU)"
+    else:
+        device_text = "cpu (no GPU found; on Colab: Runtime > Change runtime type > GPU)"
+    cache = settings.cache_dir()
+    vgg = _vgg19_file()
+    pretrained = _pretrained_files()
+    images = cache / "images"
+    cached_images = sum(1 for p in images.rglob("*") if p.is_file()) if images.is_dir() else 0
+    return [
+        ("nstlib", f"{__version__} ({Path(__file__).resolve().parent})"),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("torch", f"{torch.__version__}, torchvision {torchvision_version}"),
+        ("device", device_text),
+        ("quick mode", quick_text),
+        ("cache", f"{cache}" + ("" if cache.is_dir() else " (not created yet)") + f" [{settings.ENV_CACHE}]"),
+        ("mirror", f"{settings.mirror() or '(none)'} [{settings.ENV_MIRROR}]"),
+        ("results", f"{settings.results_dir()} [{settings.ENV_RESULTS}]"),
+        ("sample images", f"{cached_images} cached in {images}"),
+        ("vgg19 weights", f"{'cached' if vgg.is_file() else 'not cached'}: {vgg}"),
+        ("pretrained models", f"{sum(p.is_file() for p in pretrained)} of {len(pretrained)} cached in "
+                              f"{pretrained[0].parent}"),
+    ]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``nstlib info``: versions, device, quick mode, cache, mirror, what is cached."""
+    lines = info_lines()
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        print(f"{label + ':':<{width + 1}} {value}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
+# entry point
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the flush at exit does not fail a second time."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``nstlib`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Never calls ``sys.exit`` itself (argparse's exits for ``--help`` and usage errors are
+    turned into the return value), so tests and notebooks can call it.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (EXIT_OK if stop.code is None else EXIT_USAGE)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("nstlib: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (nstlib info | head): stop quietly
+        _silence_stdout()
+        return EXIT_FAILURE
+    except Exception as error:
+        code = _exit_code(error)
+        if code is None:
+            raise
+        _report(error, debug)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
