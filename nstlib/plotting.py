@@ -269,7 +269,8 @@ def plot_losses(
 
     ``keys`` defaults to every key except ``"seconds"`` and ``"step"``. The x axis is
     ``history["step"]`` when present, else 1, 2, ... . ``log=True`` uses a log y axis
-    (values <= 0 are not drawn there). Returns the Figure (``ax``'s when given).
+    (values <= 0 are not drawn there). Histories of up to 20 points get markers, so a
+    one-step run still shows. Returns the Figure (``ax``'s when given).
     """
     if not isinstance(history, Mapping):
         raise TypeError(f"history must be a dict of lists of numbers, not {type(history).__name__}")
@@ -290,7 +291,7 @@ def plot_losses(
         figure = _root_figure(ax)
     for key, values in curves.items():
         x = steps[: len(values)] if steps is not None and len(steps) >= len(values) else np.arange(1, len(values) + 1)
-        ax.plot(x, values, label=key)
+        ax.plot(x, values, label=key, marker="o" if len(values) <= 20 else None, markersize=3)  # short runs stay visible
     if log:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -549,7 +549,8 @@ def train_transform_net(
     steps. ``sample_images`` (content images, loaded with longer side ``image_size``) are
     stylised every ``sample_every`` steps and at the end; with ``checkpoint_dir`` each time is
     saved as ``samples/step_XXXXXX.png`` (inputs on top, results below). ``callback(step,
-    losses, samples)`` runs after every step that is a multiple of ``log_every``: ``losses``
+    losses, samples)`` runs after every step that is a multiple of ``log_every`` and after the
+    last step (so the final samples always arrive): ``losses``
     holds that step's floats (``total content style tv seconds lr``), ``samples`` is the list
     of stylised ``[1, 3, h, w]`` images when that step made samples, else None.
 
@@ -802,7 +803,7 @@ def train_transform_net(
                         raise diverged(step, ["network weights"], {"network weights": float("nan")})
                     if checkpoint_dir is not None:
                         last_path = _write_checkpoint(checkpoint_dir, step, payload(step), keep_checkpoints)
-                if step % log_every == 0:
+                if step % log_every == 0 or final:
                     means = [sum(column) / len(recent) for column in zip(*recent)]
                     bar.set_postfix(epoch=epoch, total=f"{means[0]:.4g}", content=f"{means[1]:.4g}",
                                     style=f"{means[2]:.4g}", refresh=False)

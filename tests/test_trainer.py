@@ -408,3 +408,10 @@ def test_result_save_and_plot(reference, tmp_path):
     labels = [line.get_label() for line in result.plot().axes[0].get_lines()]
     assert labels == ["total", "content", "style"]
     assert [line.get_label() for line in plot_training(with_tv).axes[0].get_lines()][-1] == "tv"
+
+
+def test_the_last_step_always_reaches_the_callback():
+    calls = []
+    train(steps=3, log_every=2, callback=lambda step, losses, samples: calls.append(step))
+    assert calls == [2, 3]
+
