@@ -9,6 +9,7 @@ Notebooks teach; the machinery lives here, one idea per module:
 ``trainer``        :func:`train_transform_net`: perceptual-loss training with checkpoints
 ``pretrained``     pytorch/examples' four trained models, mapped to the course's conventions
 ``datasets``       training images: any folder, LabelMe (``labelme``), COCO, synthetic
+``explorer``       :func:`explore`, an ipywidgets playground for Gatys style transfer
 ``batch``          papermill batches over parameter grids, with comparison figures
 ``layers``         VGG19 layer names (Gatys' ``conv4_2`` and the tutorial's ``conv_10``)
 ``vgg``            :class:`VGGFeatures`, a frozen VGG19 feature extractor
@@ -34,6 +35,7 @@ from .layers import (
 )
 from .download import DownloadError
 from .exercises import check_exercise
+from .explorer import StyleExplorer, explore
 from .images import ImageError, image_path, load_image, save_image, to_pil
 from .losses import content_loss, gram_matrix, style_loss, total_variation
 from .perceptual import PerceptualLoss

@@ -34,26 +34,27 @@ class WeightsError(RuntimeError):
 _state_cache: dict[object, dict[str, torch.Tensor]] = {}
 
 
-def vgg19_layers(pooling: str = "max") -> nn.Sequential:
-    """An untrained ``vgg19().features`` stack: 37 layers, ReLUs not in place.
+def vgg19_layers(pooling: str = "max", upto: int | None = None) -> nn.Sequential:
+    """An uninitialised ``vgg19().features`` stack (layers ``0 .. upto``, all 37 by default).
 
     In-place ReLUs (torchvision's default) would overwrite a convolution's output after we
-    captured it, so every ReLU here is out of place. Building it leaves the global random number
-    generator untouched. ``pooling="avg"`` swaps max pooling for
-    average pooling, which Gatys et al. found gives slightly smoother images.
+    captured it, so every ReLU here is out of place. The weights are left uninitialised (load a
+    state dict into them): initialising 20 million numbers only to overwrite them is wasted
+    time, and building the stack leaves the global random number generator untouched.
+    ``pooling="avg"`` swaps max pooling for average pooling, which Gatys et al. found gives
+    slightly smoother images.
     """
     if pooling not in ("max", "avg"):
         raise ValueError(f"pooling={pooling!r} must be 'max' or 'avg'")
     modules: list[nn.Module] = []
     channels = 3
-    with torch.random.fork_rng(devices=[]):  # PyTorch's default init must not move the global RNG
-        for widths in VGG19_BLOCKS:
-            for width in widths:
-                modules += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
-                channels = width
-            modules.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+    for widths in VGG19_BLOCKS:
+        for width in widths:
+            modules += [nn.utils.skip_init(nn.Conv2d, channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
+            channels = width
+        modules.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
     assert len(modules) == len(VGG19_LAYERS)
-    return nn.Sequential(*modules)
+    return nn.Sequential(*modules[: None if upto is None else upto + 1])
 
 
 def _random_state(seed: int) -> dict[str, torch.Tensor]:
@@ -120,10 +121,10 @@ class VGGFeatures(nn.Module):
         super().__init__()
         self.layers = resolve_layers(layers, "layers")
         self.weights = weights
-        stack = vgg19_layers(pooling)
-        stack.load_state_dict(load_vgg19_state(weights, progress=progress))
         deepest = max(layer_index(name) for name in self.layers)
-        self.features = stack[: deepest + 1]
+        self.features = vgg19_layers(pooling, upto=deepest)
+        state = load_vgg19_state(weights, progress=progress)
+        self.features.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) <= deepest})
         self._wanted = {layer_index(name): name for name in self.layers}
         self.min_size = downsampling(VGG19_LAYERS[deepest])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
