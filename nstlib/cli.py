@@ -58,26 +58,23 @@ class UsageError(ValueError):
 # argument types: each raises ArgumentTypeError, which argparse turns into exit code 2
 
 
-def positive_int(text: str) -> int:
-    """``text`` as an integer > 0 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be a positive whole number")
-    return value
+def _whole_number(minimum: int, requirement: str):
+    """An argparse type: ``text`` as an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be {requirement}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """``text`` as an integer >= 0 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be a whole number >= 0")
-    return value
+positive_int = _whole_number(1, "a positive whole number")
+non_negative_int = _whole_number(0, "a whole number >= 0")
 
 
 def weight(text: str) -> float:

@@ -20,6 +20,7 @@ import io
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -451,10 +452,8 @@ class LivePreview:
         self.close()
 
 
-def save_figure(figure: Figure, path, *, dpi: int = 120) -> "Path":
+def save_figure(figure: Figure, path, *, dpi: int = 120) -> Path:
     """Save ``figure`` atomically; the format (png, pdf, svg, jpg) comes from the extension."""
-    from pathlib import Path
-
     from .fileio import atomic_write
 
     path = Path(path)

@@ -1,14 +1,44 @@
-"""Shared fixtures: a local HTTP server, a private download cache, a network guard."""
+"""Shared fixtures: one torch thread, sample images, a local HTTP server, a private cache, a network guard."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
+import torch
 
 from localserver import LocalServer
 
 from nstlib import quick, settings
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One torch thread for the whole session: the test networks and images are tiny, and on a
+    busy 2-core machine thread hand-offs cost far more than they save (tests/test_cli.py also
+    relies on the same arithmetic in and out of process)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def content():
+    """The Tübingen stand-in at 32 px: a small, deterministic content image."""
+    from nstlib import synthetic
+    from nstlib.images import load_image
+
+    return load_image(synthetic.standin("tubingen"), 32)
+
+
+@pytest.fixture(scope="session")
+def style():
+    """The Starry Night stand-in at 32 px: a small, deterministic style image."""
+    from nstlib import synthetic
+    from nstlib.images import load_image
+
+    return load_image(synthetic.standin("starry_night"), 32)
 
 
 @pytest.fixture

@@ -114,3 +114,73 @@ def test_bad_grid_files_name_the_problem(grid_file, spec, message):
 def test_command_line_reports_a_missing_grid_file(tmp_path, capsys):
     assert batch.main([str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _write_grid(folder, spec):
+    path = folder / "plot_grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _fake_complete_runs(grid, metrics_of):
+    """Mark every run complete (run.json with its key) and give it the metrics ``metrics_of(axes)``."""
+    for run in grid.runs:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        (run.folder / "run.json").write_text(json.dumps({"status": "ok", "key": run.key}))
+        metrics = metrics_of(run.axes)
+        if metrics is not None:
+            (run.folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_quick_mode_keeps_the_first_values_of_each_axis(grid_file, monkeypatch):
+    spec = yaml.safe_load(grid_file.read_text())
+    spec["grid"] = {"A": [1, 2, 3, 4], "B": ["x", "y"], "C": [7]}
+    spec["figure"] = {"rows": "A", "cols": "B"}
+    path = _write_grid(grid_file.parent, spec)
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    full = batch.load_grid(path)
+    assert full.axes["A"] == [1, 2, 3, 4] and len(full.runs) == 8 and full.cut == {}
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    quick_grid = batch.load_grid(path)
+    assert batch.QUICK_AXIS_VALUES == 2
+    assert quick_grid.axes == {"A": [1, 2], "B": ["x", "y"], "C": [7]} and quick_grid.cut == {"A": 2}
+    assert [r.axes for r in quick_grid.runs] == [{"A": a, "B": b, "C": 7} for a in (1, 2) for b in ("x", "y")]
+
+
+def test_plot_figure_draws_the_metric_against_the_axis(grid_file, monkeypatch):
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    spec = {"notebook": "probe.ipynb", "output": "plot_out", "grid": {"B": ["x", "y"], "A": [4, 1, 2]},
+            "figure": {"kind": "plot", "x": "A", "y": "total", "series": "B", "logy": True, "title": "probe plot"}}
+    grid = batch.load_grid(_write_grid(grid_file.parent, spec))
+
+    def metrics_of(axes):
+        if axes == {"B": "y", "A": 2}:
+            return None  # a run without metrics is left out
+        if axes == {"B": "y", "A": 4}:
+            return {"final_losses": {"total": 0.25}}  # metrics.json's final_losses count too
+        return {"total": axes["A"] * (10.0 if axes["B"] == "x" else 100.0)}
+
+    _fake_complete_runs(grid, metrics_of)
+    assert batch.plot_data(grid) == {"x": [(1.0, 10.0), (2.0, 20.0), (4.0, 40.0)], "y": [(1.0, 100.0), (4.0, 0.25)]}
+    png, pdf = batch.write_figure(grid)
+    assert png.name == "figure.png" and load_image(png).shape[-1] > 100 and pdf.read_bytes().startswith(b"%PDF")
+    # an incomplete run (no run.json of its key) is left out as well
+    (grid.runs[0].folder / "run.json").unlink()
+    assert batch.plot_data(grid)["x"] == [(1.0, 10.0), (2.0, 20.0)]
+
+
+@pytest.mark.parametrize(
+    "figure, message",
+    [
+        ({"kind": "bars", "x": "A", "y": "total"}, "figure.kind"),
+        ({"kind": "plot", "x": "Z", "y": "total"}, "figure.x must name"),
+        ({"kind": "plot", "x": "B", "y": "total"}, "must be numbers"),
+        ({"kind": "plot", "x": "A"}, "figure.y"),
+        ({"kind": "plot", "x": "A", "y": "total"}, "every grid axis"),
+        ({"kind": "plot", "x": "A", "y": "total", "series": "Z"}, "figure.series"),
+    ],
+)
+def test_bad_plot_figures_name_the_problem(grid_file, figure, message):
+    spec = {"notebook": "probe.ipynb", "grid": {"A": [1, 2], "B": ["x", "y"]}, "figure": figure}
+    with pytest.raises(batch.GridError, match=message):
+        batch.load_grid(_write_grid(grid_file.parent, spec))

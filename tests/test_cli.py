@@ -39,13 +39,6 @@ SIZE = 32                       # --size: the output is 32 x round(32 * 32 / 48)
 EXPECTED = (32, 21)             # (width, height), worked out by hand
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread here and in the subprocesses: the same arithmetic, and no fight over 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -12,20 +12,10 @@ from PIL import Image
 
 import nstlib
 from nstlib import explorer as ex
-from nstlib import synthetic
-from nstlib.images import load_image
 
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def content():
-    return load_image(synthetic.standin("tubingen"), SIZE)
-
-
-@pytest.fixture(scope="module")
-def style():
-    return load_image(synthetic.standin("starry_night"), SIZE)
 
 
 def fake_stylize(calls, image):

@@ -24,13 +24,6 @@ from nstlib.transform_net import TransformerNet, load_transform_net
 from nstlib.vgg import WeightsError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: on a busy 2-core machine, thread hand-offs cost far more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- pytorch/examples' fast_neural_style network, with its attribute names (the oracle) ---------------------

@@ -12,14 +12,6 @@ from nstlib.images import load_image
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def content():
-    return load_image(synthetic.standin("tubingen"), SIZE)
-
-
-@pytest.fixture(scope="module")
-def style():
-    return load_image(synthetic.standin("starry_night"), SIZE)
 
 
 @pytest.fixture(scope="module")

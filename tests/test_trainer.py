@@ -25,13 +25,6 @@ from nstlib.transform_net import load_transform_net
 SIZE = 16  # the smallest image TransformerNet takes: the default network, but cheap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a busy 2-core machine thread hand-offs cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Tiny(Dataset):

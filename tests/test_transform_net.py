@@ -38,13 +38,6 @@ def make_net(seed: int = 0, **kwargs) -> TransformerNet:
     return perturbed(TransformerNet(**kwargs), seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: on a busy 2-core machine, thread hand-offs cost far more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- an independent oracle: the architecture written with torch.nn.functional ----------------------------
