@@ -15,10 +15,32 @@
       cols: STYLE_WEIGHT
       image: stylized.png       # a file each run leaves in its RESULTS_DIR
       title: Style weight sweep
-    table: [total, content, style, seconds]   # metrics.json keys for the table
+    table: [total, content, style, seconds]   # metrics.json keys for the table (see below)
 
 A grid axis named ``notebook`` runs different notebooks (paths) under the same parameters, e.g.
 Gatys (03) against Johnson (05) per style.
+
+Instead of an image grid, ``figure`` can draw a metric against a numeric axis (``kind: plot``)::
+
+    figure:
+      kind: plot
+      x: SIZE                   # a grid axis with numeric values
+      y: seconds                # a metrics.json key (or a key of its "final_losses")
+      series: notebook          # optional: one line per value of this axis
+      logy: true                # optional: logarithmic y axis
+      xlabel: longer side (px)  # optional axis labels (default: the names of x and y)
+      ylabel: seconds per image
+      title: Runtime against image size
+
+Every grid axis must then be ``x`` or ``series``; runs without the metric are left out.
+
+A metric name (``table`` entries, a plot's ``y``) is a key of ``metrics.json``; a dotted name walks
+nested values (``final_losses.total``); a plain name missing at the top level is looked up in
+``final_losses``, where the notebooks keep their last loss values.
+
+In quick mode (``NSTLIB_QUICK=1``) every grid axis keeps only its first :data:`QUICK_AXIS_VALUES`
+values, so a quick batch is a smoke test of the whole pipeline in a fraction of the time; the
+figure's title says QUICK MODE.
 
 Every run gets its own folder ``<output>/<axis>=<value>__.../`` holding the executed notebook, the
 images and ``metrics.json`` the notebook wrote there (its ``RESULTS_DIR`` parameter), and a
@@ -52,6 +74,11 @@ from . import quick
 from .fileio import atomic_write_json, atomic_write_text
 
 NOTEBOOK_AXIS = "notebook"
+
+QUICK_AXIS_VALUES = 2
+"""In quick mode each grid axis keeps only its first this many values."""
+
+FIGURE_KINDS = ("images", "plot")
 
 
 class GridError(ValueError):
@@ -96,6 +123,8 @@ class Grid:
     axes: dict[str, list]
     figure: dict[str, Any] | None
     table: list[str]
+    cut: dict[str, int] = field(default_factory=dict)
+    """Axis -> number of values quick mode dropped (empty outside quick mode)."""
 
 
 def _label(value: Any) -> str:
@@ -131,6 +160,10 @@ def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
         raise GridError(f"{path}: 'grid' must map each parameter to a non-empty list of values")
     if NOTEBOOK_AXIS not in axes and "notebook" not in spec:
         raise GridError(f"{path}: name the notebook to run ('notebook: ../notebooks/03_gatys_style_transfer.ipynb')")
+    cut = {}
+    if quick.is_quick():
+        cut = {k: len(v) - QUICK_AXIS_VALUES for k, v in axes.items() if len(v) > QUICK_AXIS_VALUES}
+        axes = {k: v[:QUICK_AXIS_VALUES] for k, v in axes.items()}
     fixed = spec.get("parameters") or {}
     if not isinstance(fixed, dict):
         raise GridError(f"{path}: 'parameters' must be a mapping of parameter names to values")
@@ -145,11 +178,35 @@ def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
         runs.append(Run(notebook.resolve(), parameters, chosen, out / _folder_name(chosen)))
     figure = spec.get("figure")
     if figure is not None:
+        _check_figure(path, figure, axes)
+    table = spec.get("table") or []
+    return Grid(path, out, runs, axes, figure, list(table), cut)
+
+
+def _check_figure(path: Path, figure: Any, axes: dict[str, list]) -> None:
+    if not isinstance(figure, dict):
+        raise GridError(f"{path}: 'figure' must be a mapping (rows/cols for images, or kind: plot with x and y)")
+    kind = figure.get("kind", "images")
+    if kind not in FIGURE_KINDS:
+        raise GridError(f"{path}: figure.kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
+    if kind == "images":
         for key in ("rows", "cols"):
             if figure.get(key) not in axes:
                 raise GridError(f"{path}: figure.{key} must name a grid axis ({sorted(axes)})")
-    table = spec.get("table") or []
-    return Grid(path, out, runs, axes, figure, list(table))
+        return
+    if figure.get("x") not in axes:
+        raise GridError(f"{path}: figure.x must name a grid axis ({sorted(axes)})")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axes[figure["x"]]):
+        raise GridError(f"{path}: figure.x: the values of axis {figure['x']} must be numbers to plot against")
+    if not isinstance(figure.get("y"), str):
+        raise GridError(f"{path}: figure.y must name a metrics.json key, e.g. 'y: seconds'")
+    series = figure.get("series")
+    if series is not None and series not in axes:
+        raise GridError(f"{path}: figure.series must name a grid axis ({sorted(axes)}) or be left out")
+    extra = set(axes) - {figure["x"], series}
+    if extra:
+        raise GridError(f"{path}: a plot needs every grid axis to be figure.x or figure.series; also set "
+                        f"series to one of {sorted(extra)} or remove the other axes")
 
 
 def execute_run(notebook: str, folder: str, parameters: dict[str, Any], key: str, axes: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +274,25 @@ def _metrics(run: Run) -> dict[str, Any]:
         return {}
 
 
+def _metric(metrics: dict[str, Any], key: str) -> Any:
+    """One value of a run's ``metrics.json``, or ``None`` when it has none.
+
+    ``metrics[key]`` if present; a dotted key walks nested mappings (``final_losses.total`` is
+    ``metrics["final_losses"]["total"]``); otherwise ``metrics["final_losses"][key]``.
+    """
+    if key in metrics:
+        return metrics[key]
+    if "." in key:
+        value: Any = metrics
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value
+    losses = metrics.get("final_losses")
+    return losses.get(key) if isinstance(losses, dict) else None
+
+
 def write_table(grid: Grid) -> tuple[Path, Path]:
     """``table.csv`` and ``table.md``: one row per run, its grid values, status and chosen metrics."""
     header = [*grid.axes, "status", *grid.table]
@@ -226,8 +302,8 @@ def write_table(grid: Grid) -> tuple[Path, Path]:
         metrics = _metrics(run)
         values = {**{k: _label(v) for k, v in run.axes.items()}, "status": record["status"]}
         for key in grid.table:
-            value = metrics.get(key, metrics.get("final_losses", {}).get(key, ""))
-            values[key] = f"{value:.4g}" if isinstance(value, float) else value
+            value = _metric(metrics, key)
+            values[key] = f"{value:.4g}" if isinstance(value, float) else ("" if value is None else value)
         rows.append([values[h] for h in header])
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
@@ -238,14 +314,64 @@ def write_table(grid: Grid) -> tuple[Path, Path]:
     return csv_path, md_path
 
 
+def plot_data(grid: Grid) -> dict[str, list[tuple[float, float]]]:
+    """The points of a ``kind: plot`` figure: series label -> ``[(x, y), ...]`` sorted by x.
+
+    ``x`` is the run's value of axis ``figure.x``; ``y`` its metric ``figure.y`` (see :func:`_metric`).
+    Runs that are not complete or lack a numeric metric are left out. Without ``series`` there is one
+    series, labelled with the metric's name.
+    """
+    spec = grid.figure or {}
+    if spec.get("kind", "images") != "plot":
+        raise ValueError(f"{grid.path}: the figure is not a plot (figure.kind: plot)")
+    series = spec.get("series")
+    data: dict[str, list[tuple[float, float]]] = {}
+    for value in grid.axes[series] if series else [None]:
+        data[spec["y"] if series is None else _label(value)] = []
+    for run in grid.runs:
+        y = _metric(_metrics(run), spec["y"]) if run.is_complete() else None
+        if isinstance(y, (int, float)) and not isinstance(y, bool):
+            label = spec["y"] if series is None else _label(run.axes[series])
+            data[label].append((float(run.axes[spec["x"]]), float(y)))
+    return {label: sorted(points) for label, points in data.items()}
+
+
+def _plot_figure(grid: Grid, title: str):
+    from matplotlib.figure import Figure
+
+    spec = grid.figure
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for label, points in plot_data(grid).items():
+        if points:
+            xs, ys = zip(*points)
+            axes.plot(xs, ys, marker="o", label=label)
+    axes.set_xlabel(spec.get("xlabel", spec["x"]))
+    axes.set_ylabel(spec.get("ylabel", spec["y"]))
+    if spec.get("logy"):
+        axes.set_yscale("log")
+    if spec.get("series"):
+        axes.legend(title=spec["series"])
+    axes.grid(True, alpha=0.3)
+    axes.set_title(title)
+    return figure
+
+
 def write_figure(grid: Grid) -> list[Path]:
-    """The labelled comparison grid (``figure.png`` and ``figure.pdf``); failed runs stay blank."""
+    """The figure (``figure.png`` and ``figure.pdf``): a labelled image grid where failed runs stay blank,
+    or, for ``kind: plot``, the metric against the x axis (:func:`plot_data`)."""
     from .images import ImageError, load_image
     from .plotting import image_grid, save_figure
 
     spec = grid.figure
     if not spec:
         return []
+    title = spec.get("title", grid.path.stem)
+    if quick.is_quick():
+        title += " (QUICK MODE: not a real result)"
+    if spec.get("kind", "images") == "plot":
+        figure = _plot_figure(grid, title)
+        return [save_figure(figure, grid.output / f"figure.{suffix}") for suffix in ("png", "pdf")]
     rows, cols = grid.axes[spec["rows"]], grid.axes[spec["cols"]]
     cells: list[list] = [[None] * len(cols) for _ in rows]
     for run in grid.runs:
@@ -256,9 +382,6 @@ def write_figure(grid: Grid) -> list[Path]:
             except ImageError:
                 continue
             cells[rows.index(run.axes[spec["rows"]])][cols.index(run.axes[spec["cols"]])] = image
-    title = spec.get("title", grid.path.stem)
-    if quick.is_quick():
-        title += " (QUICK MODE: not a real result)"
     figure = image_grid(
         cells,
         row_labels=[f"{spec['rows']}={_label(v)}" for v in rows],
@@ -271,6 +394,9 @@ def write_figure(grid: Grid) -> list[Path]:
 def run_batch(path: str | Path, *, output: str | Path | None = None, workers: int = 1, force: bool = False, progress: bool = True) -> Grid:
     """Load ``path``, execute its runs, write the figure and the table; returns the grid."""
     grid = load_grid(path, output)
+    if grid.cut:
+        print(f"quick mode: {grid.path.name}: each grid axis keeps its first {QUICK_AXIS_VALUES} values "
+              f"(dropped: {', '.join(f'{k} {n}' for k, n in grid.cut.items())})")
     records = run_grid(grid, workers=workers, force=force, progress=progress)
     write_table(grid)
     write_figure(grid)

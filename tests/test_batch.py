@@ -184,3 +184,18 @@ def test_bad_plot_figures_name_the_problem(grid_file, figure, message):
     spec = {"notebook": "probe.ipynb", "grid": {"A": [1, 2], "B": ["x", "y"]}, "figure": figure}
     with pytest.raises(batch.GridError, match=message):
         batch.load_grid(_write_grid(grid_file.parent, spec))
+
+
+def test_table_metrics_top_level_dotted_and_final_losses(grid_file, monkeypatch):
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    spec = {"notebook": "probe.ipynb", "output": "table_out", "grid": {"A": [1, 2]},
+            "table": ["content", "final_losses.content", "style", "final_losses.missing", "seconds"]}
+    grid = batch.load_grid(_write_grid(grid_file.parent, spec))
+    _fake_complete_runs(grid, lambda axes: {"content": "tubingen", "seconds": 0.125 * axes["A"],
+                                            "final_losses": {"content": 0.5 * axes["A"], "style": 3}})
+    csv_path, _ = batch.write_table(grid)
+    assert csv_path.read_text().splitlines() == [
+        "A,status,content,final_losses.content,style,final_losses.missing,seconds",
+        "1,ok,tubingen,0.5,3,,0.125",
+        "2,ok,tubingen,1,3,,0.25",
+    ]

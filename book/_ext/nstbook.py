@@ -1,0 +1,236 @@
+"""Sphinx extension of the course book (loaded by ``book/_config.yml``, ``sphinx.local_extensions``).
+
+It adds what the static configuration cannot say:
+
+* **Quick mode on every page.** When the book is built with ``NSTLIB_QUICK=1`` (the notebooks then run at
+  smoke-test scale, offline), every page carries the theme's announcement banner saying so.
+* **One execution cache per mode and library version.** jupyter-cache keys a notebook on its code cells
+  only; the outputs also depend on quick mode and on nstlib. The cache therefore lives in
+  ``<build>/.jupyter_cache/<quick|full>-<hash of nstlib and its data>``, and the same two facts are
+  Sphinx configuration values, so a change re-reads (and, where needed, re-executes) every notebook.
+  Older caches of the same mode are removed.
+* **A shorter cell timeout in quick mode** (:data:`QUICK_TIMEOUT` seconds), so a hung cell fails CI fast.
+* **Parallel execution in quick mode.** Before Sphinx reads the pages, the notebooks missing from the cache run
+  in parallel (jupyter-cache's ``local-parallel`` executor, one process per CPU core) into the same cache that
+  myst-nb reads. A notebook that fails there is left out and executed again by myst-nb, which reports the error
+  as usual. Full builds execute one notebook at a time (GPU memory, and honest execution times).
+* **The repository URL is checked**: ``repository.url`` must equal ``pyproject.toml``'s
+  ``[project.urls] Repository``, the setting the README badges and the notebooks' setup cells use.
+* **The gallery directive** ``grid-figure``: the figure and table of one papermill batch (``book/grids``),
+  or, when the batch has not run yet, a note saying how to make it (the build never fails on that).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.errors import ConfigError
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+import nstlib
+from nstlib import quick
+from nstlib.course import gallery_output
+
+LOGGER = logging.getLogger(__name__)
+
+QUICK_TIMEOUT = 300
+"""Seconds per notebook cell in quick mode (full builds use ``execute.timeout`` of ``_config.yml``)."""
+
+QUICK_BANNER = (
+    "<strong>Quick-mode build</strong> (<code>NSTLIB_QUICK=1</code>, built offline): the notebooks ran at "
+    f"smoke-test scale (images &le; {quick.MAX_SIZE} px, &le; {quick.MAX_STEPS} steps, random VGG19 weights, "
+    "synthetic stand-in images). The pictures are <strong>not</strong> real results; build without "
+    "<code>NSTLIB_QUICK</code> for the real course."
+)
+"""The announcement shown at the top of every page of a quick-mode build."""
+
+QUICK_MARK = 'id="nstbook-quick-mode"'
+"""An attribute of the banner's text that tests look for."""
+
+
+def library_fingerprint() -> str:
+    """SHA-256 over nstlib's Python files and package data (names and bytes, in sorted order).
+
+    Notebook outputs depend on the library as much as on their code, so the execution cache is keyed on it.
+    """
+    digest = hashlib.sha256()
+    package = Path(nstlib.__file__).resolve().parent
+    data = package.parent / "data" if (package.parent / "data").is_dir() else package / "data"
+    for folder, pattern in ((package, "*.py"), (data, "*.tsv")):
+        for path in sorted(folder.glob(pattern)):
+            digest.update(f"{folder.name}/{path.name}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def repository_url(srcdir: str | os.PathLike) -> str:
+    """``[project.urls] Repository`` of the ``pyproject.toml`` in the book's source folder (the repository root)."""
+    path = Path(srcdir) / "pyproject.toml"
+    try:
+        return tomllib.loads(path.read_text())["project"]["urls"]["Repository"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read [project.urls] Repository ({error}); the book's source folder "
+                          "must be the repository root") from None
+
+
+def _configure(app, config) -> None:
+    """``config-inited``: quick-mode banner and timeout, per-mode cache, repository check."""
+    is_quick = quick.is_quick()
+    fingerprint = library_fingerprint()
+    config.nstbook_quick = is_quick
+    config.nstbook_fingerprint = fingerprint
+
+    wanted = repository_url(app.srcdir)
+    configured = config.html_theme_options.get("repository_url", "")
+    if configured.rstrip("/") != wanted.rstrip("/"):
+        raise ConfigError(f"book/_config.yml: repository.url is {configured!r} but pyproject.toml's [project.urls] "
+                          f"Repository is {wanted!r}; make them equal (pyproject.toml is the source of truth)")
+
+    if is_quick:
+        config.html_theme_options["announcement"] = f"<span {QUICK_MARK}>{QUICK_BANNER}</span>"
+        timeout = config.nb_execution_timeout  # None or <= 0: no limit
+        if timeout is None or timeout <= 0 or timeout > QUICK_TIMEOUT:
+            config.nb_execution_timeout = QUICK_TIMEOUT
+
+    if not config.nb_execution_cache_path:
+        mode = "quick" if is_quick else "full"
+        caches = Path(app.outdir).parent / ".jupyter_cache"
+        name = f"{mode}-{fingerprint[:12]}"
+        if caches.is_dir():
+            for old in caches.iterdir():
+                if old.is_dir() and old.name != name and re.fullmatch(rf"{mode}-[0-9a-f]{{12}}", old.name):
+                    shutil.rmtree(old)
+        config.nb_execution_cache_path = str(caches / name)
+
+
+def _execute_in_parallel(app, env, docnames) -> None:
+    """``env-before-read-docs``: in quick mode, run the uncached notebooks in parallel into the execution cache."""
+    config = env.mystnb_config
+    if not app.config.nstbook_quick or config.execution_mode != "cache":
+        return
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    cache = get_cache(config.execution_cache_path)
+    todo = []
+    for docname in sorted(docnames):
+        path = Path(env.doc2path(docname))
+        if path.suffix != ".ipynb":
+            continue
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            todo.append(path)
+    if len(todo) < 2:
+        return  # nothing to gain: myst-nb executes it while reading
+    LOGGER.info(f"[nstbook] quick mode: executing {len(todo)} notebooks in parallel into {config.execution_cache_path}")
+    records = [cache.add_nb_to_project(str(path)) for path in todo]
+    executor = load_executor("local-parallel", cache)
+    result = executor.run_and_cache(filter_pks=[record.pk for record in records],
+                                    timeout=config.execution_timeout, allow_errors=config.execution_allow_errors)
+    failed = result.excepted + result.errored
+    if failed:
+        LOGGER.info(f"[nstbook] not cached (myst-nb executes them again and reports the error): {failed}")
+
+
+def _table(csv_path: Path) -> nodes.table:
+    """A docutils table of a batch's ``table.csv`` (header row first)."""
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    table = nodes.table(classes=["grid-table"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    group.extend(nodes.colspec(colwidth=1) for _ in header)
+
+    def row(values):
+        line = nodes.row()
+        for value in values:
+            entry = nodes.entry()
+            entry += nodes.paragraph(text=value)
+            line += entry
+        return line
+
+    thead = nodes.thead()
+    thead += row(header)
+    tbody = nodes.tbody()
+    tbody.extend(row(values) for values in body)
+    group += thead
+    group += tbody
+    return table
+
+
+class GridFigure(SphinxDirective):
+    """``grid-figure``: the figure (and table) of a batch grid of ``book/grids``, or how to make it.
+
+    The argument is the grid file, relative to the page. The figure is ``figure.png`` in the grid's output
+    folder (:func:`nstlib.course.gallery_output`: ``$NSTLIB_RESULTS/batch/<grid name>``). The directive's
+    content becomes the caption. Options: ``:table:`` also shows the batch's ``table.csv``.
+    """
+
+    required_arguments = 1
+    has_content = True
+    option_spec = {"table": directives.flag, "alt": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        grid_rel, grid_abs = self.env.relfn2path(self.arguments[0], self.env.docname)
+        grid = Path(grid_abs)
+        if not grid.is_file():
+            raise self.error(f"grid-figure: grid file {grid_rel} does not exist")
+        self.env.note_dependency(grid_abs)
+        output = gallery_output(grid)
+        figure_png, table_csv = output / "figure.png", output / "table.csv"
+        # A missing file makes Sphinx re-read this page on every build, so it shows up once it exists.
+        self.env.note_dependency(str(figure_png))
+        shown = os.path.relpath(output, self.env.srcdir)
+        command = f"python -m nstlib.batch {grid_rel} --output {output if shown.startswith('..') else shown}"
+        result: list[nodes.Node] = []
+        if figure_png.is_file():
+            docdir = Path(self.env.doc2path(self.env.docname)).parent
+            figure = nodes.figure(classes=["grid-figure"])
+            figure += nodes.image(uri=os.path.relpath(figure_png, docdir), alt=self.options.get("alt", grid.stem))
+            caption = nodes.caption()
+            if self.content:
+                text_nodes, _ = self.state.inline_text(" ".join(self.content), self.lineno)
+                caption.extend(text_nodes)
+            caption += nodes.Text(" Made by ")
+            caption += nodes.literal(text=command)
+            caption += nodes.Text(".")
+            figure += caption
+            result.append(figure)
+            if "table" in self.options and table_csv.is_file():
+                self.env.note_dependency(str(table_csv))
+                result.append(_table(table_csv))
+        else:
+            note = nodes.admonition(classes=["note", "grid-figure-missing"])
+            note += nodes.title(text=f"Figure not generated yet: {grid.stem}")
+            paragraph = nodes.paragraph()
+            paragraph += nodes.Text("This batch has not run on the machine that built the book. ")
+            paragraph += nodes.literal(text="make course")
+            paragraph += nodes.Text(" runs it (then rebuilds the book); or run ")
+            paragraph += nodes.literal(text=command)
+            paragraph += nodes.Text(" and build again.")
+            note += paragraph
+            result.append(note)
+        return result
+
+
+def setup(app):
+    """Register the configuration values, the ``config-inited`` hook and the ``grid-figure`` directive."""
+    # "env": a change re-reads every page, so notebooks take their outputs from the matching cache.
+    app.add_config_value("nstbook_quick", False, "env")
+    app.add_config_value("nstbook_fingerprint", "", "env")
+    app.connect("config-inited", _configure)
+    app.connect("env-before-read-docs", _execute_in_parallel)
+    app.add_directive("grid-figure", GridFigure)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

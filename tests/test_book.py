@@ -1,0 +1,377 @@
+"""The HTML course book: built once, in quick mode, into a temporary folder, then checked page by page.
+
+The build is the README's command with the gallery batches skipped (``python -m nstlib.course build
+--skip-gallery``): it executes every notebook (in parallel in quick mode) and renders the book with
+warnings as errors. Running the gallery batches would take minutes more; instead one gallery figure is a
+tiny pre-made PNG and the others are missing, so both states of the gallery page are checked. HTTP(S)
+goes to a dead proxy during the build, so anything that tries to download fails it: quick mode is offline.
+
+Also checked without a build: the repository URL has one source (pyproject.toml) that the book's config,
+the README and the notebooks agree with, the book extension's quick-mode and cache settings, and the
+gallery runner.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+import pytest
+import yaml
+from PIL import Image
+
+from nstlib import batch, course
+
+ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+SLUG = REPOSITORY.removeprefix("https://github.com/")
+CONFIG = yaml.safe_load((ROOT / "book" / "_config.yml").read_text())
+NOTEBOOKS = course.notebook_paths(ROOT / "notebooks")
+BRANCH = CONFIG["repository"]["branch"]
+MADE_GRID = "style_weight_sweep"  # the gallery grid whose figure the test provides
+
+
+def _load_extension():
+    spec = importlib.util.spec_from_file_location("nstbook_under_test", ROOT / "book" / "_ext" / "nstbook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+nstbook = _load_extension()
+
+
+class Page(HTMLParser):
+    """The links, image sources, element ids and announcement text of one HTML file."""
+
+    def __init__(self, path: Path):
+        super().__init__(convert_charrefs=True)
+        self.path = path
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.ids: set[str] = set()
+        self.chunks: list[str] = []
+        self.text = path.read_text(encoding="utf8")
+        self.feed(self.text)
+        self.plain = " ".join(" ".join(self.chunks).split())
+        """The visible text, whitespace collapsed (markup such as <code><span>python</span> ... dropped)."""
+
+    def handle_data(self, data):
+        self.chunks.append(data)
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        for key in ("id", "name"):
+            if attributes.get(key) and (key == "id" or tag == "a"):
+                self.ids.add(attributes[key])
+        if tag in ("a", "link") and attributes.get("href") is not None:
+            self.links.append(attributes["href"])
+        if tag in ("img", "script") and attributes.get("src") is not None:
+            self.links.append(attributes["src"])
+            if tag == "img":
+                self.images.append(attributes["src"])
+
+
+@dataclass
+class Book:
+    out: Path
+    html: Path
+    log: str
+    results: Path
+
+    def page(self, relative: str) -> Page:
+        return Page(self.html / relative)
+
+
+def _tiny_png(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 8), (200, 30, 60)).save(path)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Book:
+    out = tmp_path_factory.mktemp("book")
+    results = out / "results"
+    _tiny_png(results / "batch" / MADE_GRID / "figure.png")
+    (results / "batch" / MADE_GRID / "table.csv").write_text("STYLE,STYLE_WEIGHT,status,seconds\nmosaic,1e+06,ok,1.2345\n")
+    dead_proxy = "http://127.0.0.1:9"
+    env = {key: value for key, value in os.environ.items() if key not in ("NSTLIB_MIRROR", "NO_PROXY", "no_proxy")}
+    env.update(NSTLIB_QUICK="1", NSTLIB_RESULTS=str(results), NSTLIB_CACHE=str(out / "cache"),
+               http_proxy=dead_proxy, https_proxy=dead_proxy, HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy)
+    argv = [sys.executable, "-m", "nstlib.course", "build", "--skip-gallery", "--path-output", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, f"book build failed:\n{log[-8000:]}"
+    return Book(out, out / "_build" / "html", log, results)
+
+
+def _words(text: str) -> str:
+    """Only the words of ``text`` (HTML entities decoded; quotes and punctuation, smart or not, dropped)."""
+    return " ".join(re.findall(r"[^\W_]+", html.unescape(text)))
+
+
+def _pages(book: Book) -> list[Path]:
+    return sorted(p for p in book.html.rglob("*.html") if "_static" not in p.relative_to(book.html).parts)
+
+
+def test_build_reports_the_book_and_index_redirects_to_the_introduction(book):
+    index = book.html / "index.html"
+    assert f"The book is ready: {index}" in book.log
+    assert "quick mode" in book.log.lower()
+    assert 'url=book/intro.html"' in index.read_text()
+    assert (book.html / "book" / "intro.html").exists()
+
+
+def test_every_notebook_has_a_page_with_its_figures(book):
+    from jupyter_cache import get_cache
+
+    caches = list((book.out / "_build" / ".jupyter_cache").glob("quick-*"))
+    assert len(caches) == 1, caches
+    cache = get_cache(caches[0])
+    for path in NOTEBOOKS:
+        page = book.page(f"notebooks/{path.stem}.html")
+        _, executed = cache.merge_match_into_notebook(nbformat.read(path, as_version=4))
+        figures = sum(1 for cell in executed.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
+                      if any(kind.startswith("image/") for kind in output.get("data", {})))
+        shown = [src for src in page.images if "_images/" in src]
+        assert figures >= 1, f"{path.name}: the executed notebook shows no figure"
+        assert len(shown) >= figures, f"{path.name}: {figures} image outputs but {len(shown)} images on the page"
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0].split("·")[-1]
+        assert _words(title) in _words(page.text), f"{path.name}: the page lacks the notebook's title"
+
+
+def test_launch_buttons_open_the_notebook_of_the_repository(book):
+    for path in NOTEBOOKS:
+        page = book.page(f"notebooks/{path.stem}.html")
+        repo_path = f"notebooks/{path.name}"
+        colab = f"https://colab.research.google.com/github/{SLUG}/blob/{BRANCH}/{repo_path}"
+        binder = f"https://mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/{repo_path}"
+        assert colab in page.links, f"{path.name}: no Colab button to {colab}"
+        assert binder in page.links, f"{path.name}: no Binder button to {binder}"
+        assert (ROOT / repo_path).is_file()  # the path the buttons open exists in the repository
+
+
+def test_quick_mode_banner_on_every_page(book):
+    pages = _pages(book)
+    assert len(pages) >= len(NOTEBOOKS) + 5
+    for page in pages:
+        text = page.read_text(encoding="utf8")
+        if page == book.html / "index.html":
+            assert "http-equiv=\"Refresh\"" in text  # a redirect, not a page
+            continue
+        assert nstbook.QUICK_MARK in text and "Quick-mode build" in text, f"{page}: no quick-mode banner"
+
+
+def _parsed(cache: dict[Path, Page], path: Path) -> Page:
+    if path not in cache:
+        cache[path] = Page(path)
+    return cache[path]
+
+
+def test_no_broken_internal_links(book):
+    checked = 0
+    cache: dict[Path, Page] = {}
+    for path in _pages(book):
+        page = _parsed(cache, path)
+        for link in page.links:
+            parts = urlsplit(link)
+            if parts.scheme or parts.netloc or link.startswith(("mailto:", "javascript:", "data:")):
+                continue
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+            if target.is_dir():
+                target = target / "index.html"
+            assert target.exists(), f"{path.relative_to(book.html)}: broken link {link!r}"
+            if parts.fragment and target.suffix == ".html":
+                ids = _parsed(cache, target).ids
+                assert unquote(parts.fragment) in ids, f"{path.relative_to(book.html)}: no #{parts.fragment} in {link!r}"
+            checked += 1
+    assert checked > 100
+
+
+def test_solutions_are_collapsed_toggles(book):
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        solutions = [c for c in nb.cells if "hide-cell" in c.metadata.get("tags", [])]
+        assert solutions, f"{path.name}: no solution cells"
+        text = book.page(f"notebooks/{path.stem}.html").text
+        assert text.count('class="cell tag_hide-cell') == len(solutions)
+        toggles = re.findall(r'class="cell tag_hide-cell[^"]*">\s*<details([^>]*)>', text)
+        assert len(toggles) == len(solutions), f"{path.name}: a solution cell is not a <details> toggle"
+        assert all("open" not in attributes for attributes in toggles), f"{path.name}: a solution starts open"
+        marks = [m.start() for m in re.finditer(r"#@title Solution", text)]
+        assert len(marks) == len(solutions)
+        for mark in marks:
+            assert text.rfind("<details", 0, mark) > text.rfind("</details>", 0, mark), f"{path.name}: solution outside its toggle"
+
+
+def test_gallery_shows_made_figures_and_explains_missing_ones(book):
+    page = book.page("book/gallery.html")
+    made = (book.results / "batch" / MADE_GRID / "figure.png").read_bytes()
+    figures = [src for src in page.images if "_images/" in src]
+    assert len(figures) == 1 and (book.html / "book" / figures[0]).resolve().read_bytes() == made
+    assert "1.2345" in page.plain  # the batch's table
+    for grid in course.gallery_grids():
+        if grid.stem != MADE_GRID:
+            assert f"Figure not generated yet: {grid.stem}" in page.plain
+            assert f"python -m nstlib.batch book/grids/{grid.name}" in page.plain
+
+
+def test_reference_pages(book):
+    glossary = book.page("book/glossary.html")
+    for term in ("content loss", "style loss", "Gram matrix", "feature map", "receptive field", "L-BFGS",
+                 "total variation", "instance normalisation", "perceptual loss", "transform network",
+                 "IOB and MOB", "quick mode"):
+        assert f"term-{term.replace(' ', '-')}" in glossary.ids, f"glossary: no term {term!r}"
+    bibliography = book.page("book/bibliography.html").text
+    for title in ("Perceptual losses for real-time style transfer", "Neural style transfer: a review",
+                  "Neural style transfer via meta networks", "Texture networks", "Image style transfer using"):
+        assert title in bibliography, f"bibliography: no {title!r}"
+    table = book.page("book/execution_times.html").text
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.stem}" in table, f"execution times: no row for {path.name}"
+    assert table.count("✅") == len(NOTEBOOKS)
+    intro = book.page("book/intro.html").plain
+    assert "shading, brightness and contrast" in intro
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Without a build
+
+
+def test_one_repository_url_everywhere():
+    assert CONFIG["repository"]["url"] == REPOSITORY, "book/_config.yml repository.url must equal pyproject.toml's"
+    assert nstbook.repository_url(ROOT) == REPOSITORY
+    patterns = [r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)", r"mybinder\.org/v2/gh/([\w.-]+/[\w.-]+)",
+                r"git\+https://github\.com/([\w.-]+/[\w.-]+)"]
+    files = [ROOT / "README.md", *NOTEBOOKS, *sorted((ROOT / "book").glob("*.md"))]
+    found = 0
+    for path in files:
+        text = path.read_text()
+        for pattern in patterns:
+            for slug in re.findall(pattern, text):
+                found += 1
+                assert slug.removesuffix(".git") == SLUG, f"{path.name}: {slug} is not the repository {SLUG}"
+    assert found >= 2 * len(NOTEBOOKS)  # each notebook: its badge and its setup cell
+
+
+def _fake_sphinx(tmp_path, url=REPOSITORY):
+    app = SimpleNamespace(srcdir=str(ROOT), outdir=str(tmp_path / "_build" / "html"))
+    config = SimpleNamespace(html_theme_options={"repository_url": url}, nb_execution_timeout=3600,
+                             nb_execution_cache_path="", nstbook_quick=None, nstbook_fingerprint=None)
+    return app, config
+
+
+def test_extension_quick_mode_banner_timeout_and_cache(tmp_path, monkeypatch):
+    caches = tmp_path / "_build" / ".jupyter_cache"
+    stale, other_mode, unrelated = caches / "quick-0123456789ab", caches / "full-0123456789ab", caches / "notes"
+    for folder in (stale, other_mode, unrelated):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    app, config = _fake_sphinx(tmp_path)
+    nstbook._configure(app, config)
+    fingerprint = nstbook.library_fingerprint()
+    assert config.nstbook_quick is True and config.nstbook_fingerprint == fingerprint
+    assert nstbook.QUICK_MARK in config.html_theme_options["announcement"]
+    assert config.nb_execution_timeout == nstbook.QUICK_TIMEOUT
+    assert config.nb_execution_cache_path == str(caches / f"quick-{fingerprint[:12]}")
+    assert not stale.exists() and other_mode.exists() and unrelated.exists()
+
+    monkeypatch.setenv("NSTLIB_QUICK", "0")
+    app, config = _fake_sphinx(tmp_path)
+    nstbook._configure(app, config)
+    assert "announcement" not in config.html_theme_options and config.nb_execution_timeout == 3600
+    assert config.nb_execution_cache_path == str(caches / f"full-{fingerprint[:12]}")
+    assert not other_mode.exists()
+
+
+def test_extension_refuses_a_different_repository_url(tmp_path):
+    from sphinx.errors import ConfigError
+
+    app, config = _fake_sphinx(tmp_path, url="https://github.com/someone/else")
+    with pytest.raises(ConfigError, match="pyproject.toml"):
+        nstbook._configure(app, config)
+
+
+def test_library_fingerprint_follows_the_library(tmp_path, monkeypatch):
+    package, data = tmp_path / "nstlib", tmp_path / "data"
+    package.mkdir()
+    data.mkdir()
+    (package / "__init__.py").write_text("x = 1\n")
+    (data / "images.tsv").write_text("name\turl\n")
+    monkeypatch.setattr(nstbook.nstlib, "__file__", str(package / "__init__.py"))
+    first = nstbook.library_fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{64}", first) and nstbook.library_fingerprint() == first
+    (data / "images.tsv").write_text("name\turl\nwave\thttps://example.org/wave.jpg\n")
+    second = nstbook.library_fingerprint()
+    (package / "__init__.py").write_text("x = 2\n")
+    assert len({first, second, nstbook.library_fingerprint()}) == 3
+
+
+def test_book_command_and_gallery_output(monkeypatch, tmp_path):
+    argv = course.book_command(tmp_path)
+    assert argv[1:3] == ["build", str(ROOT)]  # the repository root is the source folder
+    assert argv[argv.index("--config") + 1] == str(ROOT / "book" / "_config.yml")
+    assert argv[argv.index("--toc") + 1] == str(ROOT / "book" / "_toc.yml")
+    assert argv[argv.index("--path-output") + 1] == str(tmp_path)
+    assert "--warningiserror" in argv and "--keep-going" in argv
+    monkeypatch.setenv("NSTLIB_RESULTS", str(tmp_path / "r"))
+    assert course.gallery_output(ROOT / "book" / "grids" / "layer_choice.yaml") == tmp_path / "r" / "batch" / "layer_choice"
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    chapters = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert [c for c in chapters if c.startswith("notebooks/")] == [f"notebooks/{p.stem}" for p in NOTEBOOKS]
+
+
+def test_gallery_grids_are_valid_and_cover_the_figures_the_book_uses(monkeypatch):
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    grids = {path.stem: batch.load_grid(path) for path in course.gallery_grids()}
+    assert set(grids) == {"style_weight_sweep", "layer_choice", "basic_vs_fast", "runtime_vs_size"}
+    assert grids["runtime_vs_size"].figure["kind"] == "plot" and grids["runtime_vs_size"].figure["x"] == "SIZE"
+    assert {Path(str(v)).stem for v in grids["basic_vs_fast"].axes["notebook"]} == {"03_gatys_style_transfer", "05_fast_stylization"}
+    gallery = (ROOT / "book" / "gallery.md").read_text()
+    for name in grids:
+        assert f"grid-figure}} grids/{name}.yaml" in gallery
+
+
+PROBE_CELLS = [
+    ("A = 1\nRESULTS_DIR = None", ["parameters"]),
+    ("import json, pathlib\nif A == 3:\n    raise RuntimeError('deliberate failure')\n"
+     "pathlib.Path(RESULTS_DIR).mkdir(parents=True, exist_ok=True)\n"
+     "(pathlib.Path(RESULTS_DIR) / 'metrics.json').write_text(json.dumps({'seconds': A * 2.0}))", []),
+]
+
+
+def test_run_gallery_reports_failed_runs_and_draws_the_plot(tmp_path, monkeypatch):
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    monkeypatch.setenv("NSTLIB_RESULTS", str(tmp_path / "results"))
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    for source, tags in PROBE_CELLS:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    (tmp_path / "probe.ipynb").write_text(nbformat.writes(nb))
+    grid_file = tmp_path / "probe_grid.yaml"
+    grid_file.write_text(yaml.safe_dump({"notebook": "probe.ipynb", "grid": {"A": [1, 3]},
+                                         "figure": {"kind": "plot", "x": "A", "y": "seconds"}}))
+    failed = course.run_gallery([grid_file], workers=2)
+    assert failed == ["probe_grid/A=3"]
+    output = tmp_path / "results" / "batch" / "probe_grid"
+    assert (output / "figure.png").stat().st_size > 0 and (output / "A=1" / "metrics.json").exists()
+    assert batch.plot_data(batch.load_grid(grid_file, output)) == {"seconds": [(1.0, 2.0)]}
+
+
+def test_build_command_line_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        course.main(["build", "--workers", "0"])
+    assert stopped.value.code == 2 and "--workers 0" in capsys.readouterr().err
