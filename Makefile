@@ -1,5 +1,5 @@
 # The course's two commands (see README.md):
-#   make course   build the whole course: execute every notebook and render the HTML book
+#   make course   build the whole course: run the gallery batches, execute every notebook, render the HTML book
 #   make test     everything CI runs
 # Each one first makes a local virtual environment in .venv (venv + pip) when it is missing
 # or older than pyproject.toml. Set NSTLIB_QUICK=1 for the offline smoke-test scale.

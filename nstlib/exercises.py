@@ -13,10 +13,11 @@ from collections.abc import Callable
 import torch
 
 
-def check_exercise(student: Callable, reference: Callable, *inputs, rtol: float = 1e-4, atol: float = 1e-6, name: str | None = None) -> bool:
-    """Compare ``student(*inputs)`` with ``reference(*inputs)``; print a verdict, return True if equal.
+def check_exercise(student: Callable, reference: Callable, *inputs, rtol: float = 1e-4, atol: float = 1e-6, name: str | None = None) -> None:
+    """Compare ``student(*inputs)`` with ``reference(*inputs)`` and print a verdict (⏳, ❌ or ✅).
 
     Inputs are cloned for each call, so a function that modifies its input cannot fool the check.
+    Nothing is returned, so a notebook cell that ends with the check shows only the verdict.
     """
     label = name or getattr(student, "__name__", "your function")
     clone = lambda: [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]  # noqa: E731
@@ -24,15 +25,14 @@ def check_exercise(student: Callable, reference: Callable, *inputs, rtol: float 
         got = student(*clone())
     except NotImplementedError:
         print(f"⏳ {label}: not implemented yet. Replace the `raise NotImplementedError` line with your code.")
-        return False
+        return
     except Exception as error:  # a student's bug: explain, do not crash the notebook
         print(f"❌ {label} raised {type(error).__name__}: {error}")
-        return False
+        return
     expected = reference(*clone())
     try:
         torch.testing.assert_close(got, expected, rtol=rtol, atol=atol, check_dtype=False)
     except (AssertionError, TypeError, ValueError, RuntimeError) as error:
         print(f"❌ {label} differs from {getattr(reference, '__qualname__', 'the reference')}:\n{error}")
-        return False
+        return
     print(f"✅ {label} matches {getattr(reference, '__module__', '')}.{getattr(reference, '__qualname__', '')}")
-    return True

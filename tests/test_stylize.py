@@ -169,3 +169,17 @@ def test_tiny_losses_do_not_stall_the_optimiser(content, style, optimizer):
     normal, tiny = progress(1.0), progress(1e-9)
     assert normal < 0.7
     assert tiny == pytest.approx(normal, rel=0.05)
+
+
+def test_fast_path_matches_the_plain_path(content, style):
+    # One L-BFGS step: the same losses and the same update (it is the gradient, scaled), so the
+    # channels-last fast path computes what the plain path computes, to float tolerance. (Longer
+    # runs drift apart the way any two float orderings do under L-BFGS.)
+    fast = run(content, style, steps=1, fast=True)
+    plain = run(content, style, steps=1, fast=False)
+    for key in ("total", "content", "style"):
+        assert fast.history[key][0] == pytest.approx(plain.history[key][0], rel=1e-5)
+    step_fast, step_plain = fast.image - content, plain.image - content
+    assert step_plain.abs().max() > 1e-3  # the step did move the pixels
+    torch.testing.assert_close(step_fast, step_plain, atol=1e-3 * step_plain.abs().max().item(), rtol=0)
+    assert fast.settings["fast"] is True and plain.settings["fast"] is False
