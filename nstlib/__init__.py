@@ -39,7 +39,7 @@ from .explorer import StyleExplorer, explore
 from .images import ImageError, image_path, load_image, save_image, to_pil
 from .losses import content_loss, gram_matrix, style_loss, total_variation
 from .perceptual import PerceptualLoss
-from .plotting import LivePreview, image_grid, plot_losses, save_figure, show_feature_maps, show_image, show_images
+from .plotting import LivePreview, LiveTrainingPlot, image_grid, plot_losses, save_figure, show_feature_maps, show_image, show_images
 from .quick import is_quick
 from .reconstruct import reconstruct_content, synthesize_texture
 from .results import results_path, save_run

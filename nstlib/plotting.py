@@ -452,6 +452,74 @@ class LivePreview:
         self.close()
 
 
+class LiveTrainingPlot:
+    """A training callback that keeps ONE picture up to date: the loss curve so far and the newest samples.
+
+    >>> live = LiveTrainingPlot("wave", sample_names=["tubingen", "amber"])
+    >>> nstlib.train_transform_net(..., callback=live)
+    >>> live.draw()                     # the final state
+
+    :func:`~nstlib.train_transform_net` calls it as ``live(step, losses, samples)``; it redraws
+    in place (``IPython.display`` with ``display_id``) when new samples arrive and otherwise at
+    most every ``every_seconds``. ``history`` (a previous session's ``TrainResult.history``) makes a
+    resumed run continue the same curve. Outside a Jupyter kernel it only records.
+    """
+
+    def __init__(self, title: str, sample_names: Sequence[str] | None = None,
+                 history: Mapping[str, Sequence[float]] | None = None, every_seconds: float = 5.0):
+        self.title = title
+        self.sample_names = [str(name) for name in sample_names or []]
+        self.every_seconds = float(every_seconds)
+        self.steps = [int(s) for s in history["step"]] if history else []
+        self.totals = [float(t) for t in history["total"]] if history else []
+        self.samples: list = []
+        self.enabled = _in_notebook()
+        self._handle = None
+        self._drawn_at = -math.inf
+
+    def __call__(self, step: int, losses: Mapping[str, Any], samples: Sequence[Any] | None = None) -> None:
+        """Record ``losses["total"]`` at ``step``; redraw when samples arrive or the picture is old."""
+        import time
+
+        self.steps.append(int(step))
+        self.totals.append(float(losses["total"]))
+        if samples is not None:
+            self.samples = list(samples)
+        if samples is not None or time.perf_counter() - self._drawn_at > self.every_seconds:
+            self.draw()
+
+    def figure(self) -> Figure:
+        """The picture: loss curve (left), newest samples (right)."""
+        figure = _new_figure(4.5 + 2.2 * len(self.samples), 2.8)
+        axes = figure.subplots(1, 1 + len(self.samples), width_ratios=[2] + [1] * len(self.samples), squeeze=False)[0]
+        title = f"{self.title}: step {self.steps[-1]}" if self.steps else self.title
+        if self.steps:
+            plot_losses({"step": self.steps, "total": self.totals}, ax=axes[0], title=title)
+        else:
+            axes[0].set_title(title)
+        names = self.sample_names + [None] * len(self.samples)
+        for ax, image, name in zip(axes[1:], self.samples, names):
+            show_image(image, name, ax=ax)
+        figure.set_layout_engine("constrained")
+        return figure
+
+    def draw(self) -> None:
+        """Show the picture now (replacing the previous one); nothing outside a notebook."""
+        import time
+
+        if not self.enabled:
+            return
+        from IPython.display import Image as IPImage
+        from IPython.display import display
+
+        picture = IPImage(_figure_png(self.figure()))
+        if self._handle is None:
+            self._handle = display(picture, display_id=True)
+        else:
+            self._handle.update(picture)
+        self._drawn_at = time.perf_counter()
+
+
 def save_figure(figure: Figure, path, *, dpi: int = 120) -> Path:
     """Save ``figure`` atomically; the format (png, pdf, svg, jpg) comes from the extension."""
     from .fileio import atomic_write

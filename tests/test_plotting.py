@@ -289,3 +289,35 @@ def test_save_figure_is_atomic_and_checks_the_format(tmp_path):
     with pytest.raises(ValueError, match=r"\.png"):
         save_figure(fig, tmp_path / "a.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png"]
+
+
+def test_live_training_plot_redraws_in_place_on_samples_and_continues_a_history(fake_display, monkeypatch):
+    from nstlib.plotting import LiveTrainingPlot
+
+    live = LiveTrainingPlot("wave", sample_names=["a", "b"], history={"step": [1, 2], "total": [9.0, 8.0]},
+                            every_seconds=1e9)
+    live(3, {"total": 7.0}, None)  # first call: nothing drawn yet, so it draws
+    live(4, {"total": 6.0}, None)  # not due (every_seconds is huge) and no samples: no redraw
+    samples = [torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)]
+    live(5, {"total": 5.0}, samples)  # samples arrived: redraw
+    assert len(fake_display.calls) == 1 and fake_display.handle.update.call_count == 1
+    assert live.steps == [1, 2, 3, 4, 5] and live.totals == [9.0, 8.0, 7.0, 6.0, 5.0]
+    figure = live.figure()
+    curve, first, second = figure.axes
+    np.testing.assert_array_equal(curve.lines[0].get_ydata(), [9.0, 8.0, 7.0, 6.0, 5.0])
+    assert curve.get_title() == "wave: step 5" and first.get_title() == "a" and second.get_title() == "b"
+    np.testing.assert_array_equal(second.images[0].get_array(), np.ones((8, 8, 3)))
+
+
+def test_live_training_plot_outside_a_notebook_only_records(monkeypatch):
+    import IPython.display
+
+    from nstlib.plotting import LiveTrainingPlot
+
+    display = mock.Mock()
+    monkeypatch.setattr(IPython.display, "display", display)
+    live = LiveTrainingPlot("x")
+    live(1, {"total": 2.0}, [torch.rand(1, 3, 4, 4)])
+    live.draw()
+    display.assert_not_called()
+    assert live.totals == [2.0]

@@ -1,0 +1,411 @@
+"""Benchmarks of the course's hot paths: prints a table and writes JSON.
+
+    python benchmarks/run.py                      # everything, sized for the device at hand
+    python benchmarks/run.py --only gatys,fast    # some sections
+    python benchmarks/run.py --smoke              # a tiny configuration (CI checks that it works)
+
+Sections (each item runs in a fresh process, so its peak memory is its own):
+
+``gatys``    seconds per optimisation step of ``nstlib.stylize`` and of a deliberately naive
+             PyTorch-tutorial implementation (``naive_gatys.py``: as most copies run it, VGG weights
+             not frozen, and as the tutorial runs today, frozen), same layers, steps and inputs, at
+             several sizes (set-up timed apart); 300-step totals extrapolated from the step time.
+``quality``  time-to-quality: the wall time ``nstlib.stylize`` needs to reach the total loss that
+             300 single-scale L-BFGS steps reach at the target size, with ``scales=`` and without.
+``fast``     images per second of ``TransformerNet`` at 256, 512, 1280x720 and 1920x1080: float32,
+             and on CUDA float16/bfloat16 with channels_last (and ``torch.compile`` with --compile).
+``train``    images per second of training steps at batch 4, 256 px (CUDA: with and without AMP).
+
+Peak memory: resident set size on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+Random VGG19 weights are used unless ``--weights imagenet`` (timings do not depend on weights).
+The inputs are the course's synthetic stand-ins, so no network access is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+SEED_GATYS_SECONDS = 63.27  # the seed slides' average Gatys run time
+SEED_FAST_SECONDS = 0.17  # the seed slides' average fast stylisation time
+FAST_SIZES = {"256": (256, 256), "512": (512, 512), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
+TARGETS = {
+    "gatys_step_ratio_256": 0.8,
+    "quality_ratio_512": 0.5,
+    "cuda_gatys_512_300_seconds": 10.0,
+    "cuda_fast_1080p_half_images_per_second": 60.0,
+    "cuda_train_amp_images_per_second": 100.0,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _device(name):
+    import torch
+
+    return torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _pair(size: int):
+    """Content and style stand-ins, the style resized to the content's shape (the tutorial needs that)."""
+    import torch.nn.functional as F
+
+    from nstlib import synthetic
+    from nstlib.images import load_image
+
+    content = load_image(synthetic.standin("tubingen"), size)
+    style = F.interpolate(load_image(synthetic.standin("starry_night"), size), size=content.shape[-2:],
+                          mode="bilinear", antialias=True, align_corners=False)
+    return content, style
+
+
+# --------------------------------------------------------------------------- items (run in child processes)
+
+
+GATYS_IMPLS = ("naive", "naive-frozen", "nstlib")
+"""The naive tutorial baseline as most copies run it (VGG weights not frozen), the tutorial's current
+version (frozen), and nstlib.stylize."""
+
+
+def item_gatys(impl: str, size: int, steps: int, device: str | None, weights) -> dict:
+    """Seconds per step of nstlib.stylize or a naive baseline (set-up timed apart)."""
+    dev = _device(device)
+    content, style = (t.to(dev) for t in _pair(size))
+    _run_gatys(impl, content, style, 2, dev, weights)  # warm-up: weights cache, cuDNN's kernel choice
+    _sync(dev)
+    _reset_peak(dev)
+    started = time.perf_counter()
+    stamps, final = _run_gatys(impl, content, style, steps, dev, weights)
+    _sync(dev)
+    seconds = time.perf_counter() - started
+    # per step: between the first and the last evaluation, so building the model and the targets is not counted
+    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return {"impl": impl, "size": size, "shape": list(content.shape[-2:]), "steps": len(stamps), "seconds": seconds,
+            "setup_seconds": stamps[0] - started - per_step, "seconds_per_step": per_step, "final_total": final,
+            "peak_mib": _peak_mib(dev)}
+
+
+def _run_gatys(impl, content, style, steps, dev, weights):
+    """(time stamp of each evaluation, final total loss) of one run."""
+    import naive_gatys
+    import nstlib
+
+    layers = {"content_layers": nstlib.GATYS_CONTENT_LAYERS, "style_layers": nstlib.GATYS_STYLE_LAYERS}
+    if impl.startswith("naive"):
+        _, _, totals, stamps = naive_gatys.run_style_transfer(content, style, steps=steps, weights=weights,
+                                                              freeze=impl == "naive-frozen", **layers)
+        return stamps, totals[-1]
+    stamps = []
+    result = nstlib.stylize(content, style, steps=steps, size=max(content.shape[-2:]), weights=weights, device=dev,
+                            progress=False, callback=lambda *_: stamps.append(time.perf_counter()), callback_every=1,
+                            **layers)
+    return stamps, result.history["total"][-1]
+
+
+class _Reached(Exception):
+    pass
+
+
+def item_quality(size: int, steps: int, device: str | None, weights, scales: list[int], scale_steps: list[int]) -> dict:
+    """Time to reach the loss of ``steps`` single-scale L-BFGS steps, single-scale vs multi-scale."""
+    import nstlib
+
+    dev = _device(device)
+    content, style = _pair(size)
+    options = {"weights": weights, "device": dev, "progress": False, "style_size": size}
+    single = nstlib.stylize(content, style, steps=steps, size=size, **options)
+    target = single.history["total"][-1]
+    single_time = next(t for loss, t in zip(single.history["total"], single.history["seconds"]) if loss <= target)
+
+    budget = scale_steps[:-1] + [steps]  # the final stage may use as many steps as the single-scale run
+    final_start = sum(budget[:-1])
+    reached = {}
+
+    def watch(step, image, losses):
+        if step > final_start and losses["total"] <= target:
+            reached["step"] = step
+            raise _Reached
+
+    _reset_peak(dev)
+    started = time.perf_counter()
+    try:
+        nstlib.stylize(content, style, steps=budget, size=None, scales=scales, callback=watch, callback_every=1, **options)
+    except _Reached:
+        pass
+    _sync(dev)
+    multi_time = time.perf_counter() - started
+    return {"size": size, "single_steps": steps, "target_total": target, "single_seconds": single_time,
+            "multi_scales": scales, "multi_steps": budget, "multi_seconds": multi_time if reached else None,
+            "multi_final_stage_steps": reached.get("step", final_start) - final_start if reached else None,
+            "ratio": multi_time / single_time if reached else None, "peak_mib": _peak_mib(dev)}
+
+
+def item_fast(size_name: str, dtype_name: str, compile_: bool, repeats: int, device: str | None) -> dict:
+    """Images per second of TransformerNet at one size and precision (network time only)."""
+    import torch
+
+    import nstlib
+
+    dev = _device(device)
+    h, w = FAST_SIZES.get(size_name) or (int(size_name), int(size_name))
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name]
+    torch.manual_seed(0)
+    net = nstlib.TransformerNet().to(dev).eval()
+    x = torch.rand(1, 3, h, w, device=dev)
+    if dtype != torch.float32:
+        net = net.to(dtype=dtype, memory_format=torch.channels_last)
+        x = x.to(dtype=dtype).contiguous(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = torch.compile(net) if compile_ else net
+    times = []
+    _reset_peak(dev)
+    with torch.inference_mode():
+        for i in range(repeats + 2):  # two warm-ups
+            _sync(dev)
+            started = time.perf_counter()
+            model(x)
+            _sync(dev)
+            if i >= 2:
+                times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {"size": size_name, "dtype": dtype_name, "channels_last": dtype != torch.float32, "compile": compile_,
+            "seconds_per_image": median, "images_per_second": 1 / median, "repeats": repeats, "peak_mib": _peak_mib(dev)}
+
+
+def item_train(size: int, batch: int, steps: int, amp: bool, device: str | None, weights) -> dict:
+    """Images per second of train_transform_net steps (the first step, a warm-up, not counted)."""
+    import nstlib
+
+    dev = _device(device)
+    data = nstlib.SyntheticDataset(length=batch * (steps + 1), size=size)
+    style = _pair(size)[1]
+    _reset_peak(dev)
+    result = nstlib.train_transform_net(style, data, steps=steps + 1, batch_size=batch, image_size=size, weights=weights,
+                                        device=dev, amp=amp, progress=False, log_every=1)
+    seconds = result.history["seconds"][-1] - result.history["seconds"][0]
+    return {"size": size, "batch": batch, "steps": steps, "amp": bool(amp and dev.type == "cuda"),
+            "seconds_per_step": seconds / steps, "images_per_second": batch * steps / seconds, "peak_mib": _peak_mib(dev)}
+
+
+ITEMS = {"gatys": item_gatys, "quality": item_quality, "fast": item_fast, "train": item_train}
+
+
+def _child(name, kwargs, queue):
+    try:
+        queue.put(("ok", ITEMS[name](**kwargs)))
+    except Exception as error:  # reported in the table, never fatal to the benchmark
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def run_item(name: str, isolate: bool, **kwargs) -> dict:
+    """Run one item, in a fresh process when ``isolate`` (its own peak memory), and time-stamp it."""
+    if isolate:
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        process = ctx.Process(target=_child, args=(name, kwargs, queue))
+        process.start()
+        status, value = queue.get()
+        process.join()
+    else:
+        try:
+            status, value = "ok", ITEMS[name](**kwargs)
+        except Exception as error:
+            status, value = "error", f"{type(error).__name__}: {error}"
+    record = {"section": name, **(value if status == "ok" else {"error": value, **kwargs})}
+    print("  " + json.dumps(record, default=str), flush=True)
+    return record
+
+
+# --------------------------------------------------------------------------- plan, table, main
+
+
+def plan(args, cuda: bool) -> dict:
+    """What to run: full sizes on CUDA, reduced steps on a CPU, tiny everything with --smoke."""
+    if args.smoke:
+        return {"sizes": [64], "gatys_steps": 3, "quality_size": 64, "quality_steps": 4, "quality_scales": [32, 64],
+                "quality_scale_steps": [2, 4], "fast_sizes": ["64"], "fast_repeats": 1, "train_size": 32, "train_batch": 2,
+                "train_steps": 1}
+    return {
+        "sizes": args.sizes or [128, 256, 512],
+        "gatys_steps": args.steps or (300 if cuda else 20),
+        "quality_size": args.quality_size or (512 if cuda else 256),
+        "quality_steps": 300,
+        "quality_scales": None,
+        "quality_scale_steps": None,
+        "fast_sizes": list(FAST_SIZES),
+        "fast_repeats": 20 if cuda else 3,
+        "train_size": 256,
+        "train_batch": 4,
+        "train_steps": 20 if cuda else 3,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="gatys,quality,fast,train", help="comma-separated sections")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="Gatys sizes (default 128 256 512)")
+    parser.add_argument("--steps", type=int, help="Gatys steps timed per size (default 300 on CUDA, 20 on a CPU)")
+    parser.add_argument("--quality-size", type=int, help="time-to-quality size (default 512 on CUDA, 256 on a CPU)")
+    parser.add_argument("--weights", default=None, choices=["imagenet"], help="VGG19 weights (default: random)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile for fast stylisation")
+    parser.add_argument("--smoke", action="store_true", help="tiny configuration, in one process")
+    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<device>.json)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = _device(args.device)
+    cuda = device.type == "cuda"
+    p = plan(args, cuda)
+    isolate = not args.smoke
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(ITEMS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {sorted(ITEMS)}")
+    name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()) + f" ({torch.get_num_threads()} threads)"
+    print(f"device: {device} — {name}; torch {torch.__version__}")
+    records = []
+    dev = str(device)
+    if "gatys" in sections:
+        print("gatys: seconds per step, nstlib.stylize vs the naive tutorial-style baseline")
+        for size in p["sizes"]:
+            for impl in GATYS_IMPLS:
+                records.append(run_item("gatys", isolate, impl=impl, size=size, steps=p["gatys_steps"], device=dev, weights=args.weights))
+    if "quality" in sections:
+        size = p["quality_size"]
+        scales = p["quality_scales"] or [size // 4, size // 2, size]
+        scale_steps = p["quality_scale_steps"] or [200, 100, p["quality_steps"]]
+        print(f"quality: time to reach the loss of {p['quality_steps']} single-scale steps at {size} px")
+        records.append(run_item("quality", isolate, size=size, steps=p["quality_steps"], device=dev, weights=args.weights,
+                                scales=scales, scale_steps=scale_steps))
+    if "fast" in sections:
+        print("fast: TransformerNet images per second")
+        dtypes = ["float32"] + (["float16", "bfloat16"] if cuda else [])
+        for size_name in p["fast_sizes"]:
+            for dtype in dtypes:
+                records.append(run_item("fast", isolate, size_name=size_name, dtype_name=dtype, compile_=False,
+                                        repeats=p["fast_repeats"], device=dev))
+                if args.compile:
+                    records.append(run_item("fast", isolate, size_name=size_name, dtype_name=dtype, compile_=True,
+                                            repeats=p["fast_repeats"], device=dev))
+    if "train" in sections:
+        print("train: training images per second")
+        for amp in ([True, False] if cuda else [False]):
+            records.append(run_item("train", isolate, size=p["train_size"], batch=p["train_batch"], steps=p["train_steps"],
+                                    amp=amp, device=dev, weights=args.weights))
+
+    summary = summarise(records, cuda)
+    print_table(records, summary)
+    out = args.out or HERE / "results" / f"{'smoke-' if args.smoke else ''}{device.type}.json"
+    report = {"device": dev, "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "smoke": args.smoke,
+              "plan": p, "records": records, "summary": summary}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def summarise(records: list[dict], cuda: bool) -> dict:
+    """Ratios and target checks from the records."""
+    summary: dict = {}
+    per_step = {(r["impl"], r["size"]): r["seconds_per_step"] for r in records if r["section"] == "gatys" and "error" not in r}
+    for (impl, size), value in per_step.items():
+        if impl == "nstlib" and ("naive", size) in per_step:
+            summary[f"gatys_step_ratio_{size}"] = value / per_step[("naive", size)]
+            summary[f"gatys_300_steps_seconds_{size}"] = value * 300
+        if impl == "nstlib" and ("naive-frozen", size) in per_step:
+            summary[f"gatys_step_ratio_vs_frozen_{size}"] = value / per_step[("naive-frozen", size)]
+    for r in records:
+        if r["section"] == "quality" and r.get("ratio") is not None:
+            summary[f"quality_ratio_{r['size']}"] = r["ratio"]
+        if r["section"] == "fast" and "error" not in r:
+            summary[f"fast_{r['size']}_{r['dtype']}{'_compile' if r['compile'] else ''}_images_per_second"] = r["images_per_second"]
+        if r["section"] == "train" and "error" not in r:
+            summary[f"train_{'amp' if r['amp'] else 'fp32'}_images_per_second"] = r["images_per_second"]
+    checks = {}
+    if "gatys_step_ratio_256" in summary:
+        checks["gatys_step_ratio_256 <= 0.8"] = summary["gatys_step_ratio_256"] <= TARGETS["gatys_step_ratio_256"]
+    if "quality_ratio_512" in summary:
+        checks["quality_ratio_512 <= 0.5"] = summary["quality_ratio_512"] <= TARGETS["quality_ratio_512"]
+    if cuda:
+        if "gatys_300_steps_seconds_512" in summary:
+            checks["gatys 512 px x 300 steps < 10 s"] = summary["gatys_300_steps_seconds_512"] < 10
+        half = max((v for k, v in summary.items() if k.startswith("fast_1920x1080_float16") or k.startswith("fast_1920x1080_bfloat16")), default=None)
+        if half is not None:
+            checks["fast 1920x1080 half >= 60 images/s"] = half >= 60
+        if "train_amp_images_per_second" in summary:
+            checks["training with AMP >= 100 images/s"] = summary["train_amp_images_per_second"] >= 100
+    summary["checks"] = checks
+    return summary
+
+
+def print_table(records: list[dict], summary: dict) -> None:
+    rows = []
+    for r in records:
+        if "error" in r:
+            rows.append((r["section"], json.dumps({k: v for k, v in r.items() if k not in ("section", "error")}, default=str), "ERROR " + r["error"], ""))
+        elif r["section"] == "gatys":
+            rows.append(("gatys", f"{r['impl']:<12} {r['size']} px ({r['shape'][0]}x{r['shape'][1]}), {r['steps']} steps",
+                         f"{r['seconds_per_step']:.3f} s/step; 300 steps ~ {300 * r['seconds_per_step']:.1f} s (seed: {SEED_GATYS_SECONDS} s)",
+                         f"{r['peak_mib']:.0f} MiB"))
+        elif r["section"] == "quality":
+            multi = f"{r['multi_seconds']:.1f} s (ratio {r['ratio']:.2f})" if r["ratio"] is not None else "target not reached"
+            rows.append(("quality", f"{r['size']} px, target = loss after {r['single_steps']} steps",
+                         f"single {r['single_seconds']:.1f} s; multi {r['multi_scales']}: {multi}", f"{r['peak_mib']:.0f} MiB"))
+        elif r["section"] == "fast":
+            rows.append(("fast", f"{r['size']} {r['dtype']}{' compile' if r['compile'] else ''}",
+                         f"{r['images_per_second']:.2f} images/s ({r['seconds_per_image']:.3f} s; seed: {SEED_FAST_SECONDS} s)",
+                         f"{r['peak_mib']:.0f} MiB"))
+        elif r["section"] == "train":
+            rows.append(("train", f"batch {r['batch']} x {r['size']} px{' AMP' if r['amp'] else ''}",
+                         f"{r['images_per_second']:.2f} images/s ({r['seconds_per_step']:.2f} s/step)", f"{r['peak_mib']:.0f} MiB"))
+    widths = [max(len(row[i]) for row in rows) if rows else 0 for i in range(4)]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    print()
+    for key, value in summary.items():
+        if key != "checks":
+            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    for check, ok in summary["checks"].items():
+        print(f"target {check}: {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
