@@ -18,7 +18,9 @@
     table: [total, content, style, seconds]   # metrics.json keys for the table (see below)
 
 A grid axis named ``notebook`` runs different notebooks (paths) under the same parameters, e.g.
-Gatys (03) against Johnson (05) per style.
+Gatys (03) against Johnson (05) per style. Each notebook then receives only the parameters its
+``parameters`` cell assigns (see :func:`notebook_parameters`); a parameter that no notebook of the
+grid assigns is a :class:`GridError` (usually a typo), never silently ignored.
 
 Instead of an image grid, ``figure`` can draw a metric against a numeric axis (``kind: plot``)::
 
@@ -54,6 +56,7 @@ run already complete with the same hash, so a crashed batch resumes where it sto
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import hashlib
 import io
@@ -140,6 +143,36 @@ def _folder_name(axes: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", text)
 
 
+def notebook_parameters(notebook: str | Path) -> list[str]:
+    """The names the cell tagged ``parameters`` assigns, in order (what papermill may override).
+
+    Read with :mod:`ast`, so comments and multi-line values do not confuse it. Raises
+    :class:`GridError` when the file is not a notebook, has no such cell or the cell is not Python.
+    """
+    notebook = Path(notebook)
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise GridError(f"{notebook}: not a readable notebook ({error})") from None
+    for cell in cells:
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            try:
+                tree = ast.parse(source)
+            except SyntaxError as error:
+                raise GridError(f"{notebook}: its parameters cell is not valid Python ({error})") from None
+            names: list[str] = []
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                for target in targets:
+                    for name in ast.walk(target):
+                        if isinstance(name, ast.Name) and name.id not in names:
+                            names.append(name.id)
+            return names
+    raise GridError(f"{notebook}: no cell is tagged 'parameters'; tag the cell that sets the notebook's knobs "
+                    "(Jupyter: View > Cell toolbar > Tags) so papermill can override them")
+
+
 def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
     """Read and check a grid file; ``output`` overrides its ``output`` folder."""
     path = Path(path)
@@ -168,13 +201,25 @@ def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
     if not isinstance(fixed, dict):
         raise GridError(f"{path}: 'parameters' must be a mapping of parameter names to values")
     out = Path(output) if output is not None else base / spec.get("output", f"../results/batch/{path.stem}")
+    declared = {}  # notebook path -> the names its parameters cell assigns
+    for name in axes.get(NOTEBOOK_AXIS, [spec.get("notebook")]):
+        notebook = base / str(name)
+        if not notebook.is_file():
+            raise GridError(f"{path}: notebook {notebook} does not exist")
+        declared[notebook] = notebook_parameters(notebook)
+        if "RESULTS_DIR" not in declared[notebook]:
+            raise GridError(f"{path}: {notebook} has no RESULTS_DIR in its parameters cell; the batch sets it to each "
+                            "run's folder, so add 'RESULTS_DIR = None' there and write the outputs into it")
+    known = set().union(*declared.values())
+    for name in [*fixed, *(k for k in axes if k != NOTEBOOK_AXIS)]:
+        if name not in known:
+            raise GridError(f"{path}: parameter {name!r} is not set in the parameters cell of "
+                            f"{' or '.join(n.name for n in declared)}; check its spelling (they set: {', '.join(sorted(known))})")
     runs = []
     for combination in itertools.product(*axes.values()):
         chosen = dict(zip(axes, combination))
         notebook = base / str(chosen.get(NOTEBOOK_AXIS, spec.get("notebook")))
-        if not notebook.is_file():
-            raise GridError(f"{path}: notebook {notebook} does not exist")
-        parameters = {**fixed, **{k: v for k, v in chosen.items() if k != NOTEBOOK_AXIS}}
+        parameters = {k: v for k, v in {**fixed, **chosen}.items() if k != NOTEBOOK_AXIS and k in declared[notebook]}
         runs.append(Run(notebook.resolve(), parameters, chosen, out / _folder_name(chosen)))
     figure = spec.get("figure")
     if figure is not None:

@@ -12,7 +12,7 @@ import yaml
 from nstlib import batch, load_image
 
 NOTEBOOK_CELLS = [
-    ("code", "A = 1\nB = 'x'\nRESULTS_DIR = None", ["parameters"]),
+    ("code", "A = 1\nB = 'x'\nC = 0\nRESULTS_DIR = None", ["parameters"]),
     ("code", "import torch, nstlib\nfrom pathlib import Path", []),
     (
         "code",
@@ -29,14 +29,20 @@ NOTEBOOK_CELLS = [
 ]
 
 
-@pytest.fixture
-def grid_file(tmp_path):
+def _write_notebook(path, cells):
+    """A notebook of code cells, each given as (source, tags)."""
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    for kind, source, tags in NOTEBOOK_CELLS:
+    for source, tags in cells:
         cell = nbformat.v4.new_code_cell(source)
         cell.metadata["tags"] = tags
         nb.cells.append(cell)
-    (tmp_path / "probe.ipynb").write_text(nbformat.writes(nb))
+    path.write_text(nbformat.writes(nb))
+    return path
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    _write_notebook(tmp_path / "probe.ipynb", [(source, tags) for _, source, tags in NOTEBOOK_CELLS])
     spec = {
         "notebook": "probe.ipynb",
         "output": "out",
@@ -102,9 +108,15 @@ def test_quick_mode_is_part_of_the_hash(grid_file, monkeypatch):
         ({"notebook": "missing.ipynb", "grid": {"A": [1]}}, "does not exist"),
         ({"notebook": "probe.ipynb", "grid": {"A": [1]}, "figure": {"rows": "A", "cols": "Z"}}, "figure.cols"),
         ({"notebook": "probe.ipynb", "colour": 1}, "unknown keys"),
+        ({"notebook": "probe.ipynb", "parameters": {"AA": 1}, "grid": {"A": [1]}}, "parameter 'AA' is not set in the parameters cell of probe.ipynb"),
+        ({"notebook": "probe.ipynb", "grid": {"A": [1], "b": ["x"]}}, "parameter 'b' is not set .* \\(they set: A, B, C, RESULTS_DIR\\)"),
+        ({"notebook": "plain.ipynb", "grid": {"A": [1]}}, "plain.ipynb: no cell is tagged 'parameters'"),
+        ({"notebook": "no_results.ipynb", "grid": {"A": [1]}}, "no_results.ipynb has no RESULTS_DIR"),
     ],
 )
 def test_bad_grid_files_name_the_problem(grid_file, spec, message):
+    _write_notebook(grid_file.parent / "plain.ipynb", [("A = 1\nRESULTS_DIR = None", [])])
+    _write_notebook(grid_file.parent / "no_results.ipynb", [("A = 1", ["parameters"])])
     path = grid_file.parent / "bad.yaml"
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(batch.GridError, match=message):
@@ -198,4 +210,33 @@ def test_table_metrics_top_level_dotted_and_final_losses(grid_file, monkeypatch)
         "A,status,content,final_losses.content,style,final_losses.missing,seconds",
         "1,ok,tubingen,0.5,3,,0.125",
         "2,ok,tubingen,1,3,,0.25",
+    ]
+
+
+def test_notebook_parameters_reads_the_assignments_of_the_parameters_cell(tmp_path):
+    source = (
+        "# a comment = with an equals sign\n"
+        "STYLE_WEIGHT = 1e6     # Gatys' weight (with WEIGHTS = None try 1e9)\n"
+        "STYLES = [\n    'mosaic',   # first\n    'candy',\n]\n"
+        "SIZE: int = 256\n"
+        "LO, HI = 0.0, 1.0\n"
+        "import math\n"
+        "STYLE_WEIGHT = 2e6\n"
+    )
+    path = _write_notebook(tmp_path / "nb.ipynb", [("x = 1", []), (source, ["parameters"])])
+    assert batch.notebook_parameters(path) == ["STYLE_WEIGHT", "STYLES", "SIZE", "LO", "HI"]
+    _write_notebook(tmp_path / "broken.ipynb", [("A = (", ["parameters"])])
+    with pytest.raises(batch.GridError, match="broken.ipynb: its parameters cell is not valid Python"):
+        batch.notebook_parameters(tmp_path / "broken.ipynb")
+
+
+def test_each_notebook_of_a_grid_gets_only_the_parameters_it_sets(grid_file, monkeypatch):
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    _write_notebook(grid_file.parent / "other.ipynb", [("A = 0\nD = 'd'\nRESULTS_DIR = None", ["parameters"])])
+    spec = {"output": "mixed", "parameters": {"B": "y", "D": "z"},
+            "grid": {"notebook": ["probe.ipynb", "other.ipynb"], "A": [1, 2]}}
+    grid = batch.load_grid(_write_grid(grid_file.parent, spec))
+    assert sorted((r.notebook.name, r.axes["A"], r.parameters) for r in grid.runs) == [
+        ("other.ipynb", 1, {"D": "z", "A": 1}), ("other.ipynb", 2, {"D": "z", "A": 2}),
+        ("probe.ipynb", 1, {"B": "y", "A": 1}), ("probe.ipynb", 2, {"B": "y", "A": 2}),
     ]

@@ -45,6 +45,19 @@ def test_has_a_parameters_cell(notebook):
     assert "RESULTS_DIR" in tagged[0].source, f"{path.name}: the parameters cell must hold RESULTS_DIR"
 
 
+def test_papermill_sees_every_parameter(notebook):
+    """papermill's own reader of the parameters cell (it gives up on a line holding two '=', even
+    inside a comment) finds every name an AST parse finds, so `papermill --help-notebook` lists
+    them all and a batch never warns "unknown parameter" for a real one."""
+    from papermill.translators import PythonTranslator
+
+    from nstlib.batch import notebook_parameters
+
+    path, nb = notebook
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert [p.name for p in PythonTranslator.inspect(cell)] == notebook_parameters(path), path.name
+
+
 def test_outputs_stored_only_for_nbval_checked_cells(notebook):
     path, nb = notebook
     for i, cell in enumerate(nb.cells):
