@@ -450,25 +450,40 @@ def run_batch(path: str | Path, *, output: str | Path | None = None, workers: in
     return grid
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nstlib.batch", description="Run a notebook over a grid of parameters with papermill.")
-    parser.add_argument("grids", nargs="+", type=Path, help="grid YAML file(s)")
-    parser.add_argument("--workers", type=int, default=1, help="runs executed in parallel (default 1)")
-    parser.add_argument("--output", type=Path, help="output folder (default: the grid file's 'output')")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the batch command's arguments; ``python -m nstlib.batch`` and ``nstlib batch`` share them."""
+    from .cli import positive_int
+
+    parser.add_argument("grids", metavar="GRID.yaml", nargs="+", type=Path, help="grid file(s)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="runs executed in parallel (default 1)")
+    parser.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the grid file's 'output')")
     parser.add_argument("--force", action="store_true", help="re-run runs that are already complete")
-    args = parser.parse_args(argv)
+
+
+def run_arguments(args: argparse.Namespace) -> int:
+    """Run every grid named in ``args`` (see :func:`add_arguments`).
+
+    Returns 0 when every run is complete, 1 when a run failed; a bad grid file or option raises
+    :class:`GridError`.
+    """
     if args.output and len(args.grids) > 1:
-        parser.error("--output needs a single grid file")
+        raise GridError("--output needs a single grid file")
     status = 0
     for path in args.grids:
-        try:
-            grid = run_batch(path, output=args.output, workers=args.workers, force=args.force)
-        except GridError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        grid = run_batch(path, output=args.output, workers=args.workers, force=args.force)
         if not all(r.is_complete() for r in grid.runs):
             status = 1
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nstlib.batch", description="Run a notebook over a grid of parameters with papermill.")
+    add_arguments(parser)
+    try:
+        return run_arguments(parser.parse_args(argv))
+    except GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -267,14 +267,13 @@ def _add_download(commands, common) -> None:
 
 
 def _add_batch(commands, common) -> None:
+    from . import batch
+
     p = commands.add_parser(
         "batch", parents=[common], help="run a notebook over a grid of parameters (papermill)",
         description="Run a notebook over a grid of parameters with papermill, then write a comparison figure "
                     "and table (see nstlib.batch for the grid file).")
-    p.add_argument("grids", metavar="GRID.yaml", nargs="+", type=Path, help="grid file(s)")
-    p.add_argument("--workers", type=positive_int, default=1, help="runs executed in parallel (default 1)")
-    p.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the grid file's 'output')")
-    p.add_argument("--force", action="store_true", help="re-run runs that are already complete")
+    batch.add_arguments(p)
     p.set_defaults(run=cmd_batch)
 
 
@@ -561,15 +560,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """``nstlib batch``: hands the grid file(s) and options to :func:`nstlib.batch.main`."""
+    """``nstlib batch``: runs the grid file(s) with :func:`nstlib.batch.run_arguments`."""
     from . import batch
 
-    argv = [str(path) for path in args.grids] + ["--workers", str(args.workers)]
-    if args.output is not None:
-        argv += ["--output", str(args.output)]
-    if args.force:
-        argv.append("--force")
-    return batch.main(argv)
+    return batch.run_arguments(args)
 
 
 def info_lines() -> list[tuple[str, str]]:

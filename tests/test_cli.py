@@ -398,11 +398,24 @@ def test_download_in_quick_mode_writes_stand_ins_and_never_downloads(quick_env, 
 
 def test_batch_hands_its_arguments_to_nstlib_batch(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(batch, "main", lambda argv: calls.append(argv) or 1)
+    monkeypatch.setattr(batch, "run_arguments", lambda args: calls.append(vars(args)) or 1)
     assert cli.main(["batch", "a.yaml", "b.yaml", "--workers", "3", "--force"]) == 1  # its exit code is ours
-    assert calls == [["a.yaml", "b.yaml", "--workers", "3", "--force"]]
+    assert {k: calls[-1][k] for k in ("grids", "workers", "output", "force")} == {
+        "grids": [Path("a.yaml"), Path("b.yaml")], "workers": 3, "output": None, "force": True}
     assert cli.main(["batch", "a.yaml", "--output", str(tmp_path)]) == 1
-    assert calls[-1] == ["a.yaml", "--workers", "1", "--output", str(tmp_path)]
+    assert {k: calls[-1][k] for k in ("grids", "workers", "output", "force")} == {
+        "grids": [Path("a.yaml")], "workers": 1, "output": tmp_path, "force": False}
+
+
+def test_batch_output_needs_a_single_grid_in_both_commands(tmp_path, capsys):
+    argv = [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "--output", str(tmp_path)]
+    assert cli.main(["batch", *argv]) == 2
+    assert "--output needs a single grid file" in capsys.readouterr().err
+    assert batch.main(argv) == 2
+    assert "--output needs a single grid file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse refuses it before any grid is read
+        batch.main([str(tmp_path / "a.yaml"), "--workers", "0"])
+    assert stop.value.code == 2 and "--workers: 0 must be" in capsys.readouterr().err
 
 
 def test_info_reports_the_settings(env, cache_dir, monkeypatch, capsys):
