@@ -187,6 +187,17 @@ def _check_dest(archive: Path, dest: Path, listed: list[_Member]) -> None:
                                  "Remove it or extract elsewhere")
 
 
+def _make_room(root: Path, member: _Member) -> Path | None:
+    """Create ``member``'s folder under ``root`` (a directory member: returns None) or the parent
+    folder of its file (returns the file's path, not yet written)."""
+    target = root.joinpath(*member.parts)
+    if member.is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike, *,
                  members: Iterable[str] | None = None) -> list[Path]:
     """Extract a zip or tar archive into the folder ``dest`` safely; return the extracted files' paths.
@@ -230,23 +241,17 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike, *,
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
         try:
             for m in listed:
-                target = tmp.joinpath(*m.parts)
-                if m.is_dir:
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with m.open() as src, open(target, "xb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                target = _make_room(tmp, m)
+                if target is not None:
+                    with m.open() as src, open(target, "xb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
             if not dest.exists():
                 os.rename(tmp, dest)
             else:
                 for m in listed:
-                    final = dest.joinpath(*m.parts)
-                    if m.is_dir:
-                        final.mkdir(parents=True, exist_ok=True)
-                        continue
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(tmp.joinpath(*m.parts), final)
+                    final = _make_room(dest, m)
+                    if final is not None:
+                        os.replace(tmp.joinpath(*m.parts), final)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
             raise ValueError(f"{archive} is damaged ({type(error).__name__}: {error}): nothing was extracted; "
                              "delete it and fetch it again") from error

@@ -4,24 +4,21 @@ import json
 import os
 import time
 
-
-import nbformat
 import pytest
 import yaml
 
 from nstlib import batch, load_image
+from notebook_files import write_notebook
 
 NOTEBOOK_CELLS = [
-    ("code", "A = 1\nB = 'x'\nC = 0\nRESULTS_DIR = None", ["parameters"]),
-    ("code", "import torch, nstlib\nfrom pathlib import Path", []),
+    ("A = 1\nB = 'x'\nC = 0\nRESULTS_DIR = None", ["parameters"]),
+    ("import torch, nstlib\nfrom pathlib import Path", []),
     (
-        "code",
         "if A == 2 and B == 'y' and not (Path(RESULTS_DIR).parent / 'allow').exists():\n"
         "    raise RuntimeError('deliberate failure')",
         [],
     ),
     (
-        "code",
         "image = torch.zeros(1, 3, 8, 12)\nimage[:, 0] = A / 2\nimage[:, 1] = 1.0 if B == 'y' else 0.0\n"
         "nstlib.save_run(RESULTS_DIR, {'total': float(A * 10), 'seconds': 0.5}, {'stylized': image})",
         [],
@@ -29,20 +26,9 @@ NOTEBOOK_CELLS = [
 ]
 
 
-def _write_notebook(path, cells):
-    """A notebook of code cells, each given as (source, tags)."""
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    for source, tags in cells:
-        cell = nbformat.v4.new_code_cell(source)
-        cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    path.write_text(nbformat.writes(nb))
-    return path
-
-
 @pytest.fixture
 def grid_file(tmp_path):
-    _write_notebook(tmp_path / "probe.ipynb", [(source, tags) for _, source, tags in NOTEBOOK_CELLS])
+    write_notebook(tmp_path / "probe.ipynb", NOTEBOOK_CELLS)
     spec = {
         "notebook": "probe.ipynb",
         "output": "out",
@@ -115,8 +101,8 @@ def test_quick_mode_is_part_of_the_hash(grid_file, monkeypatch):
     ],
 )
 def test_bad_grid_files_name_the_problem(grid_file, spec, message):
-    _write_notebook(grid_file.parent / "plain.ipynb", [("A = 1\nRESULTS_DIR = None", [])])
-    _write_notebook(grid_file.parent / "no_results.ipynb", [("A = 1", ["parameters"])])
+    write_notebook(grid_file.parent / "plain.ipynb", [("A = 1\nRESULTS_DIR = None", [])])
+    write_notebook(grid_file.parent / "no_results.ipynb", [("A = 1", ["parameters"])])
     path = grid_file.parent / "bad.yaml"
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(batch.GridError, match=message):
@@ -223,16 +209,16 @@ def test_notebook_parameters_reads_the_assignments_of_the_parameters_cell(tmp_pa
         "import math\n"
         "STYLE_WEIGHT = 2e6\n"
     )
-    path = _write_notebook(tmp_path / "nb.ipynb", [("x = 1", []), (source, ["parameters"])])
+    path = write_notebook(tmp_path / "nb.ipynb", [("x = 1", []), (source, ["parameters"])])
     assert batch.notebook_parameters(path) == ["STYLE_WEIGHT", "STYLES", "SIZE", "LO", "HI"]
-    _write_notebook(tmp_path / "broken.ipynb", [("A = (", ["parameters"])])
+    write_notebook(tmp_path / "broken.ipynb", [("A = (", ["parameters"])])
     with pytest.raises(batch.GridError, match="broken.ipynb: its parameters cell is not valid Python"):
         batch.notebook_parameters(tmp_path / "broken.ipynb")
 
 
 def test_each_notebook_of_a_grid_gets_only_the_parameters_it_sets(grid_file, monkeypatch):
     monkeypatch.delenv("NSTLIB_QUICK", raising=False)
-    _write_notebook(grid_file.parent / "other.ipynb", [("A = 0\nD = 'd'\nRESULTS_DIR = None", ["parameters"])])
+    write_notebook(grid_file.parent / "other.ipynb", [("A = 0\nD = 'd'\nRESULTS_DIR = None", ["parameters"])])
     spec = {"output": "mixed", "parameters": {"B": "y", "D": "z"},
             "grid": {"notebook": ["probe.ipynb", "other.ipynb"], "A": [1, 2]}}
     grid = batch.load_grid(_write_grid(grid_file.parent, spec))

@@ -32,6 +32,7 @@ import yaml
 from PIL import Image
 
 from nstlib import batch, course
+from notebook_files import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
@@ -355,12 +356,7 @@ PROBE_CELLS = [
 def test_run_gallery_reports_failed_runs_and_draws_the_plot(tmp_path, monkeypatch):
     monkeypatch.delenv("NSTLIB_QUICK", raising=False)
     monkeypatch.setenv("NSTLIB_RESULTS", str(tmp_path / "results"))
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    for source, tags in PROBE_CELLS:
-        cell = nbformat.v4.new_code_cell(source)
-        cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    (tmp_path / "probe.ipynb").write_text(nbformat.writes(nb))
+    write_notebook(tmp_path / "probe.ipynb", PROBE_CELLS)
     grid_file = tmp_path / "probe_grid.yaml"
     grid_file.write_text(yaml.safe_dump({"notebook": "probe.ipynb", "grid": {"A": [1, 3]},
                                          "figure": {"kind": "plot", "x": "A", "y": "seconds"}}))
