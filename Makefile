@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 course: $(STAMP)
-	NSTLIB_RESULTS="$(CURDIR)/results" $(BIN)/python -m nstlib.course build
+	NSTLIB_RESULTS="$(CURDIR)/results" $(BIN)/nstlib book build
 
 # Unit tests, then every notebook executed by nbval in quick mode (outputs of cells marked
 # `# NBVAL_CHECK_OUTPUT` compared with the stored ones).

@@ -6,8 +6,12 @@
     nstlib stylize CONTENT --model MODEL -o OUT.jpg                  Johnson et al.: one forward pass
     nstlib train STYLE --data DIR --steps N -o MODEL.pth [options]   train a fast style network
     nstlib download NAME [NAME ...]                                  samples, models, weights, datasets
-    nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.batch)
+    nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.course.batch)
+    nstlib book build|refresh                                        the course book (nstlib.course.book)
     nstlib info                                                      versions, device, settings
+
+This module declares every subcommand and its options once; ``python -m nstlib`` and
+``python -m nstlib.course`` (which means ``nstlib book``) run the same parser.
 
 ``python -m nstlib ...`` is the same command. Every subcommand has ``--help``. Images
 (CONTENT, STYLE) are anything :func:`nstlib.load_image` reads: a path, an http(s) URL or a
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands, common)
     _add_download(commands, common)
     _add_batch(commands, common)
+    _add_book(commands, common)
     _add_info(commands, common)
     return parser
 
@@ -251,7 +256,7 @@ def _add_train(commands, common) -> None:
 
 
 def _add_download(commands, common) -> None:
-    from .samples import sample_names
+    from .data.samples import sample_names
 
     p = commands.add_parser(
         "download", parents=[common], help="fetch sample images, models, VGG19 weights or datasets",
@@ -267,14 +272,32 @@ def _add_download(commands, common) -> None:
 
 
 def _add_batch(commands, common) -> None:
-    from . import batch
-
     p = commands.add_parser(
         "batch", parents=[common], help="run a notebook over a grid of parameters (papermill)",
         description="Run a notebook over a grid of parameters with papermill, then write a comparison figure "
-                    "and table (see nstlib.batch for the grid file).")
-    batch.add_arguments(p)
+                    "and table (see nstlib.course.batch for the grid file).")
+    p.add_argument("grids", metavar="GRID.yaml", nargs="+", type=Path, help="grid file(s)")
+    p.add_argument("--workers", type=positive_int, default=1, help="runs executed in parallel (default 1)")
+    p.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the grid file's 'output')")
+    p.add_argument("--force", action="store_true", help="re-run runs that are already complete")
     p.set_defaults(run=cmd_batch)
+
+
+def _add_book(commands, common) -> None:
+    p = commands.add_parser(
+        "book", parents=[common], help="build the course book, or refresh the notebooks' checked outputs",
+        description="Maintain the course from its checkout (run inside the repository): 'build' runs the "
+                    "gallery batches and renders the HTML book; 'refresh' re-executes notebooks in quick mode "
+                    "and keeps only the outputs nbval checks.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser("build", parents=[common], help="run the gallery batches and render the HTML book")
+    build.add_argument("--skip-gallery", action="store_true", help="do not run the gallery batches")
+    build.add_argument("--workers", type=positive_int, default=2, help="gallery runs executed in parallel (default 2)")
+    build.add_argument("--path-output", type=Path, help="the HTML goes to PATH_OUTPUT/_build/html (default: book)")
+    refresh = actions.add_parser("refresh", parents=[common], help="re-execute notebooks in quick mode, keep only "
+                                 "checked outputs")
+    refresh.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
+    p.set_defaults(run=cmd_book)
 
 
 def _add_info(commands, common) -> None:
@@ -309,8 +332,8 @@ def _one_line(error: BaseException) -> str:
 
 def _exit_code(error: BaseException) -> int | None:
     """2 for bad input, 1 for an expected runtime failure, None for anything else (a bug)."""
-    from .download import DownloadError
-    from .labelme import CrawlError
+    from .data.download import DownloadError
+    from .data.labelme import CrawlError
     from .vgg import WeightsError
 
     if isinstance(error, DownloadError):  # an OSError, but the network's fault, not the input's
@@ -359,9 +382,10 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
     from .images import load_image, save_image
-    from .pretrained import PRETRAINED_STYLES, load_pretrained
-    from .transform_net import load_transform_net, stylize_image
-    from .utils import get_device
+    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
+    from .checkpoints import load_transform_net
+    from .fast import stylize_image
+    from .config import get_device
 
     if args.styles:
         raise UsageError(f"--model stylises with the model alone: drop the STYLE argument(s) {' '.join(args.styles)}")
@@ -386,8 +410,8 @@ def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
 def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
     from .images import load_image
     from .layers import LAYER_PRESETS, resolve_layers
-    from .stylize import stylize
-    from .utils import get_device
+    from .gatys import stylize
+    from .config import get_device
 
     preset = LAYER_PRESETS[args.layers or "gatys"]
     content_layers = resolve_layers(args.content_layers or preset["content_layers"], "--content-layers")
@@ -423,8 +447,8 @@ def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``nstlib train``: :func:`~nstlib.train_transform_net`, then the model to ``-o`` (save_transform_net)."""
-    from .datasets import open_dataset
-    from .trainer import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, train_transform_net
+    from .data.datasets import open_dataset
+    from .training import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, train_transform_net
 
     started = time.perf_counter()
     out = _output_path(args.output, args.force)
@@ -467,7 +491,7 @@ def _vgg19_file() -> Path:
 
 
 def _pretrained_files() -> list[Path]:
-    from .pretrained import MODELS_FOLDER, PRETRAINED_STYLES, pretrained_dir
+    from .data.pretrained import MODELS_FOLDER, PRETRAINED_STYLES, pretrained_dir
 
     return [pretrained_dir() / MODELS_FOLDER / f"{style}.pth" for style in PRETRAINED_STYLES]
 
@@ -478,13 +502,14 @@ def _quick_skip(name: str) -> str:
 
 def _fetch(name: str, args: argparse.Namespace) -> str:
     """Fetch one download ``name``; returns the line to print."""
-    from . import datasets, quick
-    from .samples import fetch_sample, get_sample
+    from .data import datasets, labelme
+    from . import config
+    from .data.samples import fetch_sample, get_sample
 
     progress = not args.quiet
     if name == "vgg19":
         path = _vgg19_file()
-        if quick.is_quick():
+        if config.quick_mode():
             return f"vgg19: {path} (already cached)" if path.is_file() else _quick_skip(name)
         from .vgg import load_vgg19_state
 
@@ -492,34 +517,34 @@ def _fetch(name: str, args: argparse.Namespace) -> str:
         return f"vgg19: {path}"
     if name == "pretrained":
         files = _pretrained_files()
-        if quick.is_quick() and not all(p.is_file() for p in files):
+        if config.quick_mode() and not all(p.is_file() for p in files):
             return _quick_skip(name)
-        from .pretrained import PRETRAINED_STYLES, fetch_pretrained
+        from .data.pretrained import PRETRAINED_STYLES, fetch_pretrained
 
         for style in PRETRAINED_STYLES:
             fetch_pretrained(style, progress=progress)
         return f"pretrained: {files[0].parent} ({', '.join(p.name for p in files)})"
     if name in ("labelme", "coco-val2017", "coco-train2014", "labelme-12-50k"):
         if name == "labelme":
-            folder = datasets.download_labelme(n=args.n or 20000, progress=progress)
+            folder = labelme.download_labelme(n=args.n or 20000, progress=progress)
         elif name == "labelme-12-50k":
             folder = datasets.download_labelme_12_50k(progress=progress)
         else:
             folder = datasets.download_coco(name.removeprefix("coco-"), progress=progress)
         count = len(datasets.list_images(folder)) if folder.is_dir() else 0
-        if quick.is_quick() and count == 0:
+        if config.quick_mode() and count == 0:
             return _quick_skip(name)
         return f"{name}: {count} images in {folder}"
     sample = get_sample(name)
     path = fetch_sample(sample.name, progress=progress)
-    if path.parent.name == "standins" and quick.is_quick():
+    if path.parent.name == "standins" and config.quick_mode():
         return f"{sample.name}: {path} (quick mode: a synthetic stand-in, not the real image)"
     return f"{sample.name}: {path}"
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     """``nstlib download``: fetch each NAME (checked first), print where it went; exit 1 if any failed."""
-    from .samples import get_sample, is_sample, sample_names
+    from .data.samples import get_sample, is_sample, sample_names
 
     wanted: list[str] = []
     unknown: list[str] = []
@@ -560,10 +585,25 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """``nstlib batch``: runs the grid file(s) with :func:`nstlib.batch.run_arguments`."""
-    from . import batch
+    """``nstlib batch``: runs the grid file(s) with :func:`nstlib.course.batch.run_arguments`."""
+    from .course.batch import run_arguments
 
-    return batch.run_arguments(args)
+    return run_arguments(args)
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    """``nstlib book build|refresh`` (:mod:`nstlib.course.book`); a failed build is exit code 1."""
+    from .course.batch import GridError
+    from .course.book import build, notebook_paths, refresh
+
+    if args.action == "refresh":
+        refresh(args.notebooks or notebook_paths())
+        return EXIT_OK
+    try:
+        return build(gallery=not args.skip_gallery, workers=args.workers, path_output=args.path_output)
+    except (RuntimeError, FileNotFoundError, GridError) as error:
+        _report(error, bool(getattr(args, "debug", False)))
+        return EXIT_FAILURE
 
 
 def info_lines() -> list[tuple[str, str]]:
@@ -573,10 +613,10 @@ def info_lines() -> list[tuple[str, str]]:
 
     import torch
 
-    from . import __version__, settings
-    from .utils import get_device
+    from . import __version__, config
+    from .config import get_device
 
-    quick_text = "on (NSTLIB_QUICK=1: tiny sizes, random weights, offline)" if settings.quick_mode() else "off"
+    quick_text = "on (NSTLIB_QUICK=1: tiny sizes, random weights, offline)" if config.quick_mode() else "off"
     try:
         torchvision_version = version("torchvision")
     except PackageNotFoundError:
@@ -588,7 +628,7 @@ def info_lines() -> list[tuple[str, str]]:
         device_text = "mps (Apple GPU)"
     else:
         device_text = "cpu (no GPU found; on Colab: Runtime > Change runtime type > GPU)"
-    cache = settings.cache_dir()
+    cache = config.cache_dir()
     vgg = _vgg19_file()
     pretrained = _pretrained_files()
     images = cache / "images"
@@ -599,9 +639,9 @@ def info_lines() -> list[tuple[str, str]]:
         ("torch", f"{torch.__version__}, torchvision {torchvision_version}"),
         ("device", device_text),
         ("quick mode", quick_text),
-        ("cache", f"{cache}" + ("" if cache.is_dir() else " (not created yet)") + f" [{settings.ENV_CACHE}]"),
-        ("mirror", f"{settings.mirror() or '(none)'} [{settings.ENV_MIRROR}]"),
-        ("results", f"{settings.results_dir()} [{settings.ENV_RESULTS}]"),
+        ("cache", f"{cache}" + ("" if cache.is_dir() else " (not created yet)") + f" [{config.ENV_CACHE}]"),
+        ("mirror", f"{config.mirror() or '(none)'} [{config.ENV_MIRROR}]"),
+        ("results", f"{config.results_dir()} [{config.ENV_RESULTS}]"),
         ("sample images", f"{cached_images} cached in {images}"),
         ("vgg19 weights", f"{'cached' if vgg.is_file() else 'not cached'}: {vgg}"),
         ("pretrained models", f"{sum(p.is_file() for p in pretrained)} of {len(pretrained)} cached in "

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +45,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def plain(value: Any) -> Any:
+    """``value`` made JSON-friendly: tensors and arrays to lists, paths to strings, NaN and inf to None."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return plain(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically (through :func:`plain`:
+    tensors become lists, NaN becomes null)."""
+    return atomic_write_text(path, json.dumps(plain(data), indent=2, sort_keys=True) + "\n")

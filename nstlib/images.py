@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from . import quick
+from . import config
 from .fileio import atomic_write
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -77,8 +77,8 @@ def load_image(source: Any, size: int | None = None, *, max_pixels: int | None =
 
     * a path (``str`` or :class:`os.PathLike`) to an image file,
     * an ``http://`` or ``https://`` URL (downloaded into the cache by
-      :func:`nstlib.download.fetch_url`; a failed download raises its ``DownloadError``),
-    * the name of a sample image (see :func:`nstlib.samples.sample_names`),
+      :func:`nstlib.data.download.fetch_url`; a failed download raises its ``DownloadError``),
+    * the name of a sample image (see :func:`nstlib.data.samples.sample_names`),
     * a PIL image,
     * a NumPy array ``[H, W]`` or ``[H, W, C]`` with C = 1 (gray), 2 (gray + alpha),
       3 (RGB) or 4 (RGBA); ``uint8`` is divided by 255, ``uint16`` by 65535, floats
@@ -103,7 +103,7 @@ def load_image(source: Any, size: int | None = None, *, max_pixels: int | None =
         not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, bool) or max_pixels <= 0
     ):
         raise ValueError(f"max_pixels={max_pixels!r} must be a positive integer (or None for no limit)")
-    size = quick.cap_size(size)
+    size = config.cap_size(size)
 
     if isinstance(source, torch.Tensor):
         return _from_tensor(source, size)
@@ -159,17 +159,17 @@ def image_path(source: str | os.PathLike) -> Path:
     if path.exists():
         return path
     if source.lower().startswith(("http://", "https://")):
-        from . import download
+        from .data.download import fetch_url
 
-        return Path(download.fetch_url(source))
-    from . import samples
+        return Path(fetch_url(source))
+    from .data.samples import fetch_sample, is_sample, sample_names
 
-    if samples.is_sample(source):
-        return Path(samples.fetch_sample(source))
+    if is_sample(source):
+        return Path(fetch_sample(source))
     try:
-        names = ", ".join(samples.sample_names())
+        names = ", ".join(sample_names())
     except Exception:  # the list is only a hint
-        names = "(see nstlib.samples.sample_names())"
+        names = "(see nstlib.sample_names())"
     raise ImageError(
         f"{source!r} is neither an existing file (the current folder is {Path.cwd()}), "
         f"an http(s) URL nor a known sample name; the sample names are: {names}"
@@ -390,11 +390,6 @@ def _as_chw(image: Any, what: str = "image") -> torch.Tensor:
     if not torch.isfinite(image).all():
         raise ValueError(f"{what} contains NaN or infinite values (did the optimisation diverge?)")
     return image
-
-
-def to_numpy(image: torch.Tensor) -> np.ndarray:
-    """A ``[1, 3, H, W]`` or ``[3, H, W]`` tensor (any device) as an ``[H, W, 3]`` float32 array clamped to [0, 1]."""
-    return _as_chw(image).clamp(0.0, 1.0).permute(1, 2, 0).numpy().copy()
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

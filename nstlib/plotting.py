@@ -29,6 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from .fileio import atomic_write
+
 
 __all__ = [
     "LivePreview",
@@ -522,8 +524,6 @@ class LiveTrainingPlot:
 
 def save_figure(figure: Figure, path, *, dpi: int = 120) -> Path:
     """Save ``figure`` atomically; the format (png, pdf, svg, jpg) comes from the extension."""
-    from .fileio import atomic_write
-
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in {"png", "pdf", "svg", "jpg", "jpeg"}:

@@ -32,49 +32,36 @@ reflection-padded on the right and bottom to a multiple of 4 (the two stride-2 l
 halve it twice), run through the network, and the result is cropped back. With
 ``output="none"`` (default, pytorch/examples) the last layer is linear, so the output is
 only *approximately* in [0, 1]: clamp it before displaying or saving
-(:func:`stylize_image` does). ``output="tanh"`` (the slides' Tanh) returns
+(:func:`nstlib.stylize_image` does). ``output="tanh"`` (the slides' Tanh) returns
 ``(tanh(y) + 1) / 2``, always inside [0, 1].
 
 ``pixel_scale`` ``s`` lets a network trained on 0..255 pixels (pytorch/examples'
 pretrained models) take and return [0, 1] images: ``forward(x) = head(net(s x) / s)``,
-where ``head`` is the identity or the tanh map above. :mod:`nstlib.pretrained` sets
+where ``head`` is the identity or the tanh map above. :mod:`nstlib.data.pretrained` sets
 ``s = 255``; networks trained in this course keep ``s = 1``.
 
-Checkpoints: :func:`save_transform_net` / :func:`load_transform_net` (see
-:func:`load_transform_net` for every layout it accepts).
+Running a trained network on photos is :mod:`nstlib.fast`; saving and loading one is
+:mod:`nstlib.checkpoints`.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import os
-import pickle
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
-
-from .fileio import atomic_write
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
-    "CheckpointError",
     "ConvLayer",
     "MIN_SIZE",
     "ResidualBlock",
     "TransformerNet",
     "UpsampleConvLayer",
     "count_parameters",
-    "load_transform_net",
     "pad_to_multiple",
-    "save_transform_net",
-    "stylize_image",
-    "stylize_images",
 ]
 
 MIN_SIZE = 16
@@ -88,16 +75,6 @@ NUM_RESIDUAL = 5
 
 UPSAMPLE_MODES = ("nearest", "transpose")
 OUTPUT_MODES = ("none", "tanh")
-
-CHECKPOINT_FORMAT = "nstlib.transform_net"
-"""Value of the ``"format"`` key of a checkpoint written by :func:`save_transform_net`."""
-
-CHECKPOINT_VERSION = 1
-"""Version written by :func:`save_transform_net`; :func:`load_transform_net` reads versions <= this."""
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable TransformerNet checkpoint; the message names the file and the fix."""
 
 
 # --------------------------------------------------------------------------------------
@@ -271,344 +248,3 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
 def count_parameters(module: nn.Module) -> int:
     """The number of scalar parameters of ``module`` (``sum(p.numel())``)."""
     return sum(p.numel() for p in module.parameters())
-
-
-# --------------------------------------------------------------------------------------
-# inference
-
-
-def _as_batch(image: torch.Tensor, what: str) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{what} must be a tensor [3, H, W] or [1, 3, H, W] in [0, 1] "
-                        f"(nstlib.images.load_image makes one), got {type(image).__name__}")
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-        raise ValueError(f"{what} must be [3, H, W] or [1, 3, H, W], got shape {tuple(image.shape)}; "
-                         "for several images use stylize_images")
-    if not image.is_floating_point():
-        raise ValueError(f"{what} has dtype {image.dtype}: pass floats in [0, 1] (divide uint8 images by 255)")
-    low, high = float(image.min()), float(image.max())
-    if low < -1e-3 or high > 1 + 1e-3 or not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"{what} has values in [{low:.4g}, {high:.4g}], expected [0, 1] "
-                         "(an image in 0..255 must be divided by 255)")
-    return image
-
-
-def _net_device(net: nn.Module) -> torch.device:
-    for p in net.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _net_dtype(net: nn.Module) -> torch.dtype:
-    for p in net.parameters():
-        return p.dtype
-    return torch.float32
-
-
-def _run(net: nn.Module, batch: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
-         channels_last: bool) -> torch.Tensor:
-    """``net(batch)`` on ``device`` without gradients, optionally under autocast; float32 on the CPU, clamped."""
-    batch = batch.to(device=device, dtype=_net_dtype(net))
-    if channels_last:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    if dtype is None or dtype == torch.float32:
-        out = net(batch)
-    else:
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            out = net(batch)
-    return out.float().clamp_(0, 1).cpu()
-
-
-def _prepare(net: nn.Module, device, channels_last: bool) -> tuple[torch.device, bool]:
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"net must be a TransformerNet (an nn.Module), got {type(net).__name__}")
-    device = _net_device(net) if device is None else torch.device(device)
-    net.to(device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    was_training = net.training
-    net.eval()
-    return device, was_training
-
-
-def stylize_image(net: nn.Module, image: torch.Tensor, *, device=None, dtype: torch.dtype | None = None,
-                  channels_last: bool = False) -> torch.Tensor:
-    """Run ``net`` on one image: ``clamp(net(image), 0, 1)`` as a ``[1, 3, H, W]`` float32 CPU tensor.
-
-    ``image`` is ``[3, H, W]`` or ``[1, 3, H, W]`` with values in [0, 1] (a clear error for
-    0..255 values). The result is on the CPU, ready for :func:`nstlib.images.save_image` and
-    plotting, whatever device ran the network (one small copy per image).
-
-    Args:
-        device: where to run; ``None`` uses the device of ``net``'s parameters. The network
-            is moved there in place (``net.to(device)``, as PyTorch modules do).
-        dtype: ``torch.float16`` / ``torch.bfloat16`` runs under :func:`torch.autocast`
-            (the weights stay float32; on the CPU, bfloat16 is the useful one); ``None``
-            or ``torch.float32`` runs in float32.
-        channels_last: convert the network (in place) and the input to the channels-last
-            memory format, often faster on GPUs with tensor cores; the values do not change.
-
-    Runs without gradients in eval mode and restores the network's training mode afterwards.
-    """
-    image = _as_batch(image, "image")
-    device, was_training = _prepare(net, device, channels_last)
-    try:
-        with torch.no_grad():
-            return _run(net, image, device, dtype, channels_last)
-    finally:
-        net.train(was_training)
-
-
-def stylize_images(net: nn.Module, images: torch.Tensor | Sequence[torch.Tensor], *, batch_size: int = 4,
-                   device=None, dtype: torch.dtype | None = None, channels_last: bool = False,
-                   progress: bool = False) -> torch.Tensor | list[torch.Tensor]:
-    """Stylise many images, batching those of equal size; same options as :func:`stylize_image`.
-
-    ``images`` is either a batch tensor ``[B, 3, H, W]`` (returns ``[B, 3, H, W]``) or a list
-    of ``[3, H, W]`` / ``[1, 3, H, W]`` tensors of any sizes (returns a list of ``[1, 3, H, W]``
-    in the same order). Images of the same size run together, ``batch_size`` at a time.
-    Because instance normalisation works per image, the result equals stylising each image
-    alone (up to floating-point rounding). Results are clamped float32 CPU tensors.
-    """
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    as_tensor = isinstance(images, torch.Tensor)
-    if as_tensor:
-        if images.dim() != 4:
-            raise ValueError(f"images must be [B, 3, H, W] or a list of images, got shape {tuple(images.shape)}")
-        items = [images[i:i + 1] for i in range(images.shape[0])]
-    elif isinstance(images, Iterable) and not isinstance(images, (str, bytes)):
-        items = list(images)
-    else:
-        raise TypeError(f"images must be a tensor [B, 3, H, W] or a list of image tensors, got {type(images).__name__}")
-    items = [_as_batch(image, f"images[{i}]") for i, image in enumerate(items)]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(items):
-        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
-    results: list[torch.Tensor | None] = [None] * len(items)
-    device, was_training = _prepare(net, device, channels_last)
-    try:
-        with torch.no_grad(), tqdm(total=len(items), desc="stylize", unit="img", disable=not progress) as bar:
-            for indices in groups.values():
-                for start in range(0, len(indices), batch_size):
-                    chunk = indices[start:start + batch_size]
-                    out = _run(net, torch.cat([items[i] for i in chunk]), device, dtype, channels_last)
-                    for j, i in enumerate(chunk):
-                        results[i] = out[j:j + 1]
-                    bar.update(len(chunk))
-    finally:
-        net.train(was_training)
-    if as_tensor:
-        return torch.cat(results) if results else images.new_zeros((0, 3) + tuple(images.shape[-2:])).cpu()
-    return results
-
-
-# --------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """Raise TypeError unless ``value`` holds only tensors, numbers, strings, None, lists/tuples, str-keyed dicts."""
-    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where} has a key {key!r} of type {type(key).__name__}: keys must be strings")
-            _check_plain(item, f"{where}[{key!r}]")
-        return
-    hint = " (convert it with str())" if isinstance(value, os.PathLike) else ""
-    raise TypeError(f"{where} is a {type(value).__name__}{hint}: checkpoints hold only tensors, numbers, "
-                    "strings, None, lists and dicts, so that torch.load(weights_only=True) can read them")
-
-
-def save_transform_net(net: TransformerNet, path: str | os.PathLike, **metadata: Any) -> Path:
-    """Write ``net`` to ``path`` atomically and return ``Path(path)``.
-
-    The file is ``torch.save`` of the dict ``{"format": "nstlib.transform_net", "version": 1,
-    "config": net.config, "state_dict": {name: CPU tensor}, "metadata": metadata}``. It holds
-    only tensors, numbers, strings, lists and dicts (``metadata`` is checked: anything else
-    raises ``TypeError``), so it loads with ``torch.load(path, weights_only=True)``. It is
-    written to a temporary file in the same folder and moved onto ``path`` with
-    :func:`os.replace`: ``path`` is either the old file or the complete new one.
-    """
-    if not isinstance(net, TransformerNet):
-        raise TypeError(f"net must be a TransformerNet, got {type(net).__name__}")
-    _check_plain(metadata, "metadata")
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"path={str(path)!r} is a folder: pass the file to write, e.g. {path / 'model.pth'}")
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": net.config,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-        "metadata": dict(metadata),
-    }
-    return atomic_write(path, lambda f: torch.save(payload, f))
-
-
-_EXPECTED = (
-    "a TransformerNet checkpoint: a file written by nstlib's save_transform_net, a training checkpoint "
-    "dict with 'config' and 'model' (or 'state_dict'), or a state dict of pytorch/examples' "
-    "fast_neural_style TransformerNet (keys conv1.conv2d.weight ...)"
-)
-
-
-def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
-    """Drop a ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix carried by every key."""
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def _short(keys: Iterable[str], limit: int = 8) -> str:
-    keys = sorted(keys)
-    text = ", ".join(keys[:limit])
-    return text + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _build(config: Any, source: str) -> TransformerNet:
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{source}: 'config' is a {type(config).__name__}, expected a dict like "
-                              f"{TransformerNet().config}")
-    unknown = set(config) - {"upsample", "base", "output", "pixel_scale"}
-    if unknown:
-        raise CheckpointError(f"{source}: config has unknown keys {sorted(unknown)}; TransformerNet takes "
-                              "upsample, base, output and pixel_scale (was it written by a newer nstlib?)")
-    try:
-        return TransformerNet(**config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{source}: config {config!r} does not describe a TransformerNet: {error}") from error
-
-
-def _load_weights(net: TransformerNet, state: dict[str, Any], source: str) -> TransformerNet:
-    state = _strip_prefix(state)
-    expected = net.state_dict()
-    missing = set(expected) - set(state)
-    unexpected = set(state) - set(expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_short(unexpected)}")
-        raise CheckpointError(f"{source}: the weights do not match TransformerNet(**{net.config}) ("
-                              + "; ".join(parts) + "). Is it a checkpoint of another model or of another "
-                              "architecture (upsample / base)?")
-    bad = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-           if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape]
-    if bad:
-        raise CheckpointError(f"{source}: tensor shapes do not match TransformerNet(**{net.config}) "
-                              f"(file vs model): {_short(bad, 4)}")
-    net.load_state_dict(state)
-    return net
-
-
-def _from_object(obj: Any, source: str) -> TransformerNet:
-    """Build a TransformerNet from what ``torch.load`` returned (see :func:`load_transform_net`)."""
-    if isinstance(obj, dict) and "format" in obj:
-        if obj["format"] != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source}: format {obj['format']!r} is not {CHECKPOINT_FORMAT!r}; expected {_EXPECTED}")
-        version = obj.get("version")
-        if not isinstance(version, int) or version > CHECKPOINT_VERSION or version < 1:
-            raise CheckpointError(f"{source}: checkpoint version {version!r} is not supported (this nstlib reads "
-                                  f"versions 1..{CHECKPOINT_VERSION}): upgrade nstlib")
-        if "config" not in obj or "state_dict" not in obj:
-            raise CheckpointError(f"{source}: the checkpoint lacks 'config' or 'state_dict' (truncated or "
-                                  "hand-edited?): save it again with save_transform_net")
-        net = _load_weights(_build(obj["config"], source), obj["state_dict"], source)
-        metadata = obj.get("metadata") or {}
-    elif isinstance(obj, dict) and "config" in obj and ("model" in obj or "state_dict" in obj):
-        state = obj["model"] if "model" in obj else obj["state_dict"]
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{source}: its 'model' / 'state_dict' is a {type(state).__name__}, expected "
-                                  "a state dict (name -> tensor)")
-        net = _load_weights(_build(obj["config"], source), state, source)
-        metadata = obj.get("metadata") or {}
-    elif _is_state_dict(obj) and "conv1.conv2d.weight" in _strip_prefix(obj):
-        from .pretrained import convert_examples_state_dict  # lazy: pretrained imports this module
-
-        try:
-            state = convert_examples_state_dict(_strip_prefix(obj))
-        except ValueError as error:
-            raise CheckpointError(f"{source}: looks like a pytorch/examples state dict but {error}") from error
-        base = int(state["down.0.conv.weight"].shape[0])
-        net = _load_weights(TransformerNet(upsample="nearest", base=base, pixel_scale=255.0), state, source)
-        metadata = {"source": "pytorch/examples fast_neural_style"}
-    elif _is_state_dict(obj) and "down.0.conv.weight" in _strip_prefix(obj):
-        raise CheckpointError(f"{source} is a bare TransformerNet state dict without its config (upsample, "
-                              "output, pixel_scale cannot all be read from the weights). Load it with "
-                              "net = TransformerNet(...same arguments as in training...); "
-                              "net.load_state_dict(torch.load(path, weights_only=True)), then save it with "
-                              "save_transform_net(net, path), which stores the config too")
-    else:
-        if isinstance(obj, dict):
-            what = f"a dict with keys {_short(map(str, obj))}"
-        else:
-            what = f"a {type(obj).__name__}"
-        raise CheckpointError(f"{source} holds {what}; expected {_EXPECTED}")
-    if not isinstance(metadata, dict):
-        metadata = {"metadata": metadata}
-    net.metadata = dict(metadata)
-    return net.eval()
-
-
-def load_transform_net(path: str | os.PathLike, map_location: Any = "cpu") -> TransformerNet:
-    """Load a :class:`TransformerNet` from ``path`` (always ``torch.load(weights_only=True)``), in eval mode.
-
-    Accepted layouts (a dict, checked in this order):
-
-    1. ``{"format": "nstlib.transform_net", "version": 1, "config": ..., "state_dict": ...,
-       "metadata": ...}`` written by :func:`save_transform_net`;
-    2. a training checkpoint ``{"config": net.config, "model": state_dict, ...}`` (or
-       ``"state_dict"`` instead of ``"model"``); other keys (optimiser, RNG states, step,
-       ``"metadata"``) are ignored here;
-    3. a raw state dict of pytorch/examples' ``fast_neural_style`` network
-       (``conv1.conv2d.weight``, ...), converted by
-       :func:`nstlib.pretrained.convert_examples_state_dict` into
-       ``TransformerNet(upsample="nearest", pixel_scale=255)``, so it takes [0, 1] images.
-
-    A ``module.`` or ``_orig_mod.`` prefix on every weight name (DataParallel, torch.compile)
-    is removed. The checkpoint's ``metadata`` dict is kept as ``net.metadata``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: (a ``ValueError``) ``path`` is a folder, not a PyTorch file, truncated,
-            holds pickled Python objects, or holds the weights of another model; the message
-            names the file and what was expected.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file; expected {_EXPECTED}")
-    if path.is_dir():
-        inside = sorted(p.name for p in path.iterdir() if p.suffix in {".pth", ".pt", ".ckpt"})
-        hint = f" (it contains {', '.join(inside[:5])}: pass one of those)" if inside else ""
-        raise CheckpointError(f"{path} is a folder{hint}; expected a file holding {_EXPECTED}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
-            raise CheckpointError(
-                f"{path} holds pickled Python objects, which are not loaded for safety (weights_only=True); "
-                f"expected {_EXPECTED}. If it is a whole model saved with torch.save(model) by a source you "
-                "trust, re-save its state_dict or use save_transform_net") from error
-        raise CheckpointError(f"{path} is not a readable PyTorch file ({error}); expected {_EXPECTED}. "
-                              "If it was downloaded, the download may be incomplete: delete it and fetch it again") from error
-    except Exception as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch file ({type(error).__name__}: {error}); "
-                              f"expected {_EXPECTED}. It may be truncated (an interrupted download or copy) "
-                              "or another kind of file: delete it and fetch or save it again") from error
-    return _from_object(obj, str(path))

@@ -11,20 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import quick
+from . import config
 from .layers import VGG19_BLOCKS, VGG19_LAYERS, downsampling, layer_index, resolve_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
 """Seed of the random weights used by ``weights=None`` and by quick mode."""
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalisation ``(x - mean) / std`` per channel, for images in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    return (image - mean) / std
 
 
 class WeightsError(RuntimeError):
@@ -97,8 +90,8 @@ def load_vgg19_state(weights: str | None = "imagenet", *, progress: bool = True)
     """
     if weights not in ("imagenet", None, "random"):
         raise ValueError(f"weights={weights!r} must be 'imagenet' (pretrained) or None (seeded random weights)")
-    if weights == "imagenet" and quick.is_quick():
-        quick.announce()
+    if weights == "imagenet" and config.quick_mode():
+        config.announce()
         weights = None
     key = "imagenet" if weights == "imagenet" else ("random", RANDOM_SEED)
     if key not in _state_cache:

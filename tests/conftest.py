@@ -9,7 +9,7 @@ import torch
 
 from localserver import LocalServer
 
-from nstlib import quick, settings
+from nstlib import config
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -26,19 +26,19 @@ def one_thread():
 @pytest.fixture(scope="session")
 def content():
     """The Tübingen stand-in at 32 px: a small, deterministic content image."""
-    from nstlib import synthetic
+    from nstlib.data import samples
     from nstlib.images import load_image
 
-    return load_image(synthetic.standin("tubingen"), 32)
+    return load_image(samples.standin("tubingen"), 32)
 
 
 @pytest.fixture(scope="session")
 def style():
     """The Starry Night stand-in at 32 px: a small, deterministic style image."""
-    from nstlib import synthetic
+    from nstlib.data import samples
     from nstlib.images import load_image
 
-    return load_image(synthetic.standin("starry_night"), 32)
+    return load_image(samples.standin("starry_night"), 32)
 
 
 @pytest.fixture
@@ -52,10 +52,10 @@ def http_server():
 def cache_dir(tmp_path, monkeypatch):
     """A fresh ``NSTLIB_CACHE`` folder; no mirror, quick mode off, quick banner not yet shown."""
     path = tmp_path / "cache"
-    monkeypatch.setenv(settings.ENV_CACHE, str(path))
-    monkeypatch.delenv(settings.ENV_MIRROR, raising=False)
-    monkeypatch.delenv(settings.ENV_QUICK, raising=False)
-    monkeypatch.setattr(quick, "_announced", False)
+    monkeypatch.setenv(config.ENV_CACHE, str(path))
+    monkeypatch.delenv(config.ENV_MIRROR, raising=False)
+    monkeypatch.delenv(config.ENV_QUICK, raising=False)
+    monkeypatch.setattr(config, "_announced", False)
     return path
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nstlib.archives import archive_kind, archive_members, safe_extract
+from nstlib.data.archives import archive_kind, archive_members, safe_extract
 
 FILES = {
     "readme.txt": b"hello\n",

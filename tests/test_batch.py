@@ -7,7 +7,8 @@ import time
 import pytest
 import yaml
 
-from nstlib import batch, load_image
+from nstlib import cli, load_image
+from nstlib.course import batch
 from notebook_files import write_notebook
 
 NOTEBOOK_CELLS = [
@@ -110,7 +111,7 @@ def test_bad_grid_files_name_the_problem(grid_file, spec, message):
 
 
 def test_command_line_reports_a_missing_grid_file(tmp_path, capsys):
-    assert batch.main([str(tmp_path / "nope.yaml")]) == 2
+    assert cli.main(["batch", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -15,15 +15,16 @@ import pytest
 from localserver import Route
 from PIL import Image
 
-from nstlib import datasets, quick, settings
-from nstlib.datasets import ImageFolderDataset, download_coco, download_labelme_12_50k, open_dataset
-from nstlib.download import DownloadError
+from nstlib import config
+from nstlib.data import datasets
+from nstlib.data.datasets import ImageFolderDataset, download_coco, download_labelme_12_50k, open_dataset
+from nstlib.data.download import DownloadError
 
 
 @pytest.fixture(autouse=True)
 def _not_quick(monkeypatch):
     """Real mode unless a test turns quick mode on (a caller's NSTLIB_QUICK=1 must not leak in)."""
-    monkeypatch.delenv(settings.ENV_QUICK, raising=False)
+    monkeypatch.delenv(config.ENV_QUICK, raising=False)
 
 
 def png(seed: int, size=(20, 14)) -> bytes:
@@ -219,12 +220,12 @@ def test_published_facts():
 
 
 def test_quick_mode_never_downloads(cache_dir, monkeypatch, capsys, no_network):
-    monkeypatch.setenv(settings.ENV_QUICK, "1")
+    monkeypatch.setenv(config.ENV_QUICK, "1")
     assert download_coco("train2014") == cache_dir / "datasets" / "coco" / "train2014"
     assert download_labelme_12_50k() == cache_dir / "datasets" / "labelme-12-50k" / "LabelMe-12-50k"
     assert not cache_dir.exists()
     out = capsys.readouterr().out
-    assert out.count(quick.BANNER) == 1 and "not downloading coco-train2014" in out
+    assert out.count(config.BANNER) == 1 and "not downloading coco-train2014" in out
 
 
 def test_fallback_addresses_are_tried_in_order(http_server, tmp_path):

@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nstlib import datasets, quick, settings
-from nstlib.datasets import (
+from nstlib import config
+from nstlib.data import datasets
+from nstlib.data.datasets import (
     DatasetNotFoundError,
     ImageFolderDataset,
     SyntheticDataset,
@@ -28,7 +29,7 @@ A, B, C, D = (250, 10, 10), (10, 240, 20), (20, 30, 230), (200, 200, 30)
 @pytest.fixture(autouse=True)
 def _not_quick(monkeypatch):
     """Real mode unless a test turns quick mode on (a caller's NSTLIB_QUICK=1 must not leak in)."""
-    monkeypatch.delenv(settings.ENV_QUICK, raising=False)
+    monkeypatch.delenv(config.ENV_QUICK, raising=False)
 
 
 def stripes(colours, width, height, vertical=True) -> np.ndarray:
@@ -216,7 +217,7 @@ def test_synthetic_dataset_is_deterministic():
     assert x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1
     assert torch.equal(x, SyntheticDataset(length=5, size=32, seed=3)[2])
     # image i is exactly the named stand-in
-    from nstlib.synthetic import content_standin
+    from nstlib.data.synthetic import content_standin
     expected = np.asarray(content_standin("synthetic-3-2", 32, 32))
     assert (as_uint8(x) == expected).all()
     assert not torch.equal(x, data[3]) and not torch.equal(x, SyntheticDataset(5, 32, seed=4)[2])
@@ -240,22 +241,22 @@ def test_named_dataset_missing_is_an_error_outside_quick_mode(cache_dir):
 
 
 def test_quick_mode_gives_synthetic_data_without_network(cache_dir, monkeypatch, capsys, no_network):
-    monkeypatch.setenv(settings.ENV_QUICK, "1")
+    monkeypatch.setenv(config.ENV_QUICK, "1")
     data = open_dataset("coco-val2017", 256, n=7)
-    assert isinstance(data, SyntheticDataset) and len(data) == 7 and data.size == quick.MAX_SIZE
+    assert isinstance(data, SyntheticDataset) and len(data) == 7 and data.size == config.MAX_SIZE
     assert data[0].shape == (3, 64, 64)
     assert isinstance(open_dataset("labelme"), SyntheticDataset)
     out = capsys.readouterr().out
-    assert out.count(quick.BANNER) == 1 and "not on disk" in out
+    assert out.count(config.BANNER) == 1 and "not on disk" in out
     assert not cache_dir.exists()
 
 
 def test_quick_mode_uses_a_labelme_folder_that_is_there(cache_dir, monkeypatch, capsys):
     save_png(cache_dir / "datasets" / "labelme" / "f" / "x.png", stripes([A, B], 100, 80))
-    monkeypatch.setenv(settings.ENV_QUICK, "1")
+    monkeypatch.setenv(config.ENV_QUICK, "1")
     data = open_dataset("labelme", 256)
     assert isinstance(data, ImageFolderDataset) and data.size == 64 and data[0].shape == (3, 64, 64)
-    monkeypatch.delenv(settings.ENV_QUICK)
+    monkeypatch.delenv(config.ENV_QUICK)
     data = open_dataset("labelme", 16)
     assert len(data) == 1 and data[0].shape == (3, 16, 16)
 

@@ -11,8 +11,8 @@ import time
 import pytest
 from localserver import Route
 
-from nstlib import download as dl
-from nstlib.download import DownloadError
+from nstlib.data import download as dl
+from nstlib.data.download import DownloadError
 
 DATA = bytes(range(256)) * 1024 + b"tail"  # 262 148 bytes, several read chunks
 DATA_SHA = hashlib.sha256(DATA).hexdigest()

@@ -13,8 +13,9 @@ import pytest
 from localserver import Route
 from PIL import Image
 
-from nstlib import labelme, quick, settings
-from nstlib.labelme import CrawlError, download_labelme, parse_listing, read_manifest, safe_name
+from nstlib import config
+from nstlib.data import labelme
+from nstlib.data.labelme import CrawlError, download_labelme, parse_listing, read_manifest, safe_name
 
 EVIL = "..%2F..%2Fevil.jpg"
 
@@ -22,7 +23,7 @@ EVIL = "..%2F..%2Fevil.jpg"
 @pytest.fixture(autouse=True)
 def _not_quick(monkeypatch):
     """Real mode unless a test turns quick mode on (a caller's NSTLIB_QUICK=1 must not leak in)."""
-    monkeypatch.delenv(settings.ENV_QUICK, raising=False)
+    monkeypatch.delenv(config.ENV_QUICK, raising=False)
 
 
 def jpeg(seed: int, size=(24, 16)) -> bytes:
@@ -240,16 +241,16 @@ def test_fewer_images_than_n_listed_warns(http_server, tmp_path):
 
 
 def test_default_dest_is_in_the_cache(cache_dir):
-    assert labelme.default_dir() == settings.cache_dir() / "datasets" / "labelme" == cache_dir / "datasets" / "labelme"
+    assert labelme.default_dir() == config.cache_dir() / "datasets" / "labelme" == cache_dir / "datasets" / "labelme"
 
 
 def test_quick_mode_never_touches_the_network(cache_dir, monkeypatch, capsys, no_network):
-    monkeypatch.setenv(settings.ENV_QUICK, "1")
+    monkeypatch.setenv(config.ENV_QUICK, "1")
     dest = download_labelme(n=100, progress=False)
     assert dest == cache_dir / "datasets" / "labelme"
     assert not cache_dir.exists()  # nothing created
     out = capsys.readouterr().out
-    assert out.count(quick.BANNER) == 1 and "not downloading LabelMe" in out
+    assert out.count(config.BANNER) == 1 and "not downloading LabelMe" in out
 
 
 def test_an_interrupted_crawl_keeps_its_manifest(site, tmp_path, monkeypatch):

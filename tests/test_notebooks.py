@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nstlib.course import CHECK_MARK, is_checked, notebook_paths, strip_outputs
+from nstlib.course.book import CHECK_MARK, is_checked, notebook_paths, strip_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebook_paths(ROOT / "notebooks")
@@ -51,7 +51,7 @@ def test_papermill_sees_every_parameter(notebook):
     them all and a batch never warns "unknown parameter" for a real one."""
     from papermill.translators import PythonTranslator
 
-    from nstlib.batch import notebook_parameters
+    from nstlib.course.batch import notebook_parameters
 
     path, nb = notebook
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))

@@ -12,15 +12,10 @@ import torch
 import torch.nn.functional as F
 from localserver import Route
 
-from nstlib import pretrained
-from nstlib.pretrained import (
-    PRETRAINED_STYLES,
-    convert_examples_state_dict,
-    examples_key_map,
-    fetch_pretrained,
-    load_pretrained,
-)
-from nstlib.transform_net import TransformerNet, load_transform_net
+from nstlib.data import pretrained
+from nstlib.checkpoints import convert_examples_state_dict, examples_key_map
+from nstlib.data.pretrained import PRETRAINED_STYLES, fetch_pretrained, load_pretrained
+from nstlib import TransformerNet, load_transform_net
 from nstlib.vgg import WeightsError
 
 

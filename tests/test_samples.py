@@ -13,8 +13,9 @@ import pytest
 from localserver import Route
 from PIL import Image
 
-from nstlib import quick, samples, synthetic
-from nstlib.download import DownloadError
+from nstlib import config
+from nstlib.data import samples
+from nstlib.data.download import DownloadError
 
 SHARED_SOURCES = Path("/work/shared/images/SOURCES.tsv")  # present on the authoring machine only
 
@@ -251,11 +252,11 @@ def test_quick_mode_makes_a_standin_without_network(test_sample, cache_dir, monk
         assert image.format == "PNG" and image.mode == "RGB"
         assert image.size == (256, 171)  # 300 x 200 scaled to a longer side of 256
         pixels = np.asarray(image)
-    assert np.array_equal(pixels, np.asarray(synthetic.standin(test_sample)))
+    assert np.array_equal(pixels, np.asarray(samples.standin(test_sample)))
     assert samples.fetch_sample("test_style") == path
     content = samples.fetch_sample("tubingen")
     assert content == cache_dir / "standins" / "tubingen.png"
-    assert capsys.readouterr().out.count(quick.BANNER) == 1
+    assert capsys.readouterr().out.count(config.BANNER) == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["test_style.png", "tubingen.png"]
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import nstlib
-from nstlib import course, quick, results, settings, utils
+from nstlib import config, results
+from nstlib.course import book as course
 from nstlib.exercises import check_exercise
 
 
@@ -17,35 +18,35 @@ from nstlib.exercises import check_exercise
 def clean_env(monkeypatch):
     for var in ("NSTLIB_QUICK", "NSTLIB_CACHE", "NSTLIB_MIRROR", "NSTLIB_RESULTS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(quick, "_announced", False)
+    monkeypatch.setattr(config, "_announced", False)
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("0", False), ("", False), ("off", False)])
 def test_quick_mode_values(monkeypatch, value, expected):
     monkeypatch.setenv("NSTLIB_QUICK", value)
-    assert settings.quick_mode() is expected
+    assert config.quick_mode() is expected
 
 
 def test_quick_mode_rejects_unclear_values(monkeypatch):
     monkeypatch.setenv("NSTLIB_QUICK", "maybe")
     with pytest.raises(ValueError, match="NSTLIB_QUICK"):
-        settings.quick_mode()
+        config.quick_mode()
 
 
 def test_caps_and_banner_once(monkeypatch, capsys):
-    assert quick.cap_size(512) == 512 and quick.cap_steps(300) == 300
+    assert config.cap_size(512) == 512 and config.cap_steps(300) == 300
     assert capsys.readouterr().out == ""
     monkeypatch.setenv("NSTLIB_QUICK", "1")
-    assert quick.cap_size(512) == quick.MAX_SIZE and quick.cap_size(None) == quick.MAX_SIZE and quick.cap_size(10) == 10
-    assert quick.cap_steps(300) == quick.MAX_STEPS and quick.cap_steps(2) == 2
+    assert config.cap_size(512) == config.MAX_SIZE and config.cap_size(None) == config.MAX_SIZE and config.cap_size(10) == 10
+    assert config.cap_steps(300) == config.MAX_STEPS and config.cap_steps(2) == 2
     assert capsys.readouterr().out.count("QUICK MODE") == 1
 
 
 def test_cache_and_results_folders(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert settings.cache_dir() == tmp_path / "xdg" / "nstlib"
+    assert config.cache_dir() == tmp_path / "xdg" / "nstlib"
     monkeypatch.setenv("NSTLIB_CACHE", str(tmp_path / "c"))
-    assert settings.cache_dir() == tmp_path / "c"
+    assert config.cache_dir() == tmp_path / "c"
     monkeypatch.setenv("NSTLIB_RESULTS", str(tmp_path / "r"))
     assert results.results_path("03_x") == tmp_path / "r" / "03_x" and (tmp_path / "r" / "03_x").is_dir()
     assert results.results_path("ignored", tmp_path / "own") == tmp_path / "own"
@@ -53,17 +54,17 @@ def test_cache_and_results_folders(monkeypatch, tmp_path):
 
 def test_get_device_on_this_machine(capsys, monkeypatch):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available() and utils._mps_available():
+    if not torch.cuda.is_available() and config._mps_available():
         expected = "mps"
-    assert utils.get_device().type == expected
-    assert utils.get_device("cpu").type == "cpu"
+    assert config.get_device().type == expected
+    assert config.get_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
-            utils.get_device("cuda")
-        utils.get_device(verbose=True)
+            config.get_device("cuda")
+        config.get_device(verbose=True)
         assert "Change runtime type" in capsys.readouterr().out
     monkeypatch.setenv("NSTLIB_QUICK", "1")
-    utils.get_device(verbose=True)
+    config.get_device(verbose=True)
     assert "QUICK MODE" in capsys.readouterr().out
 
 
@@ -71,12 +72,12 @@ def test_set_seed_makes_every_generator_repeat():
     def draw():
         return random.random(), np.random.rand(), torch.rand(1).item()
 
-    utils.set_seed(5)
+    config.set_seed(5)
     first = draw()
-    utils.set_seed(5)
+    config.set_seed(5)
     assert draw() == first
     with pytest.raises(ValueError, match="seed"):
-        utils.set_seed(-1)
+        config.set_seed(-1)
 
 
 def test_check_exercise_verdicts(capsys):

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from nstlib import samples, synthetic
+from nstlib.data import samples, synthetic
 
 STYLES = samples.sample_names("style")
 CONTENTS = samples.sample_names("content")
@@ -15,7 +15,7 @@ CONTENTS = samples.sample_names("content")
 
 @pytest.fixture(scope="module")
 def standins():
-    return {name: np.asarray(synthetic.standin(name), dtype=np.float64) for name in samples.SAMPLES}
+    return {name: np.asarray(samples.standin(name), dtype=np.float64) for name in samples.SAMPLES}
 
 
 def _png(image) -> bytes:
@@ -73,19 +73,19 @@ def test_standin_keeps_the_manifest_aspect_ratio(standins):
             assert height == round(256 * sample.height / sample.width)
         else:
             assert width == round(256 * sample.width / sample.height)
-    assert synthetic.standin_size(samples.get_sample("wave"), 100) == (100, 55)  # 928 x 514 -> 100 x 55.4
-    assert synthetic.standin_size(samples.get_sample("the_scream"), 100) == (79, 100)  # 1200 x 1528
-    assert synthetic.standin("wave", longer_side=64).size == (64, 35)
+    assert samples.standin_size(samples.get_sample("wave"), 100) == (100, 55)  # 928 x 514 -> 100 x 55.4
+    assert samples.standin_size(samples.get_sample("the_scream"), 100) == (79, 100)  # 1200 x 1528
+    assert samples.standin("wave", longer_side=64).size == (64, 35)
 
 
 def test_standin_dispatches_on_kind():
     wave = samples.get_sample("wave")
     amber = samples.get_sample("amber")
-    assert synthetic.standin("wave").tobytes() == synthetic.style_standin("wave", 256, 142).tobytes()
-    assert synthetic.standin(amber).tobytes() == synthetic.content_standin("amber", 256, 256).tobytes()
+    assert samples.standin("wave").tobytes() == synthetic.style_standin("wave", 256, 142).tobytes()
+    assert samples.standin(amber).tobytes() == synthetic.content_standin("amber", 256, 256).tobytes()
     assert wave.kind == "style" and amber.kind == "content"
     with pytest.raises(ValueError, match="known samples"):
-        synthetic.standin("mona_lisa")
+        samples.standin("mona_lisa")
 
 
 def test_content_is_flat_regions_with_sharp_edges_style_is_texture(standins):
@@ -140,4 +140,4 @@ def test_bad_sizes_are_refused(bad):
     with pytest.raises(ValueError, match="height"):
         synthetic.content_standin("x", 10, bad)
     with pytest.raises(ValueError, match="longer_side"):
-        synthetic.standin_size(samples.get_sample("wave"), bad)
+        samples.standin_size(samples.get_sample("wave"), bad)

@@ -10,18 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nstlib import transform_net as tn
-from nstlib.transform_net import (
-    CheckpointError,
-    TransformerNet,
-    UpsampleConvLayer,
-    count_parameters,
-    load_transform_net,
-    pad_to_multiple,
-    save_transform_net,
-    stylize_image,
-    stylize_images,
-)
+from nstlib import checkpoints
+from nstlib.checkpoints import CheckpointError, load_transform_net, save_transform_net
+from nstlib.fast import stylize_image, stylize_images
+from nstlib.transform_net import TransformerNet, UpsampleConvLayer, count_parameters, pad_to_multiple
 
 
 def perturbed(net: TransformerNet, seed: int = 0) -> TransformerNet:
@@ -290,7 +282,7 @@ def test_save_refuses_non_plain_metadata_and_keeps_old_file(tmp_path, monkeypatc
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(tn.torch, "save", broken_save)
+    monkeypatch.setattr(checkpoints.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_transform_net(net, path, note="new")
     assert path.read_bytes() == before

@@ -5,14 +5,14 @@ import torch
 from torchvision.models import VGG19_Weights, vgg19
 
 import nstlib
-from nstlib import layers, quick, vgg
+from nstlib import layers, config, vgg
 from nstlib.vgg import VGGFeatures
 
 
 @pytest.fixture(autouse=True)
 def fresh_state(monkeypatch):
     monkeypatch.setattr(vgg, "_state_cache", {})
-    monkeypatch.setattr(quick, "_announced", False)
+    monkeypatch.setattr(config, "_announced", False)
     monkeypatch.delenv("NSTLIB_QUICK", raising=False)
 
 
@@ -139,11 +139,3 @@ def test_too_small_images_get_a_clear_error():
     assert model(torch.rand(1, 3, 16, 20))["conv5_1"].shape[-2:] == (1, 1)
     with pytest.raises(ValueError, match="conv5_1 needs at least 16 px"):
         model(torch.rand(1, 3, 12, 16))
-
-
-def test_normalize_matches_torchvision():
-    from torchvision.transforms.functional import normalize as tv_normalize
-
-    image = torch.rand(2, 3, 5, 7)
-    expected = torch.stack([tv_normalize(im, vgg.IMAGENET_MEAN, vgg.IMAGENET_STD) for im in image])
-    torch.testing.assert_close(nstlib.normalize(image), expected)

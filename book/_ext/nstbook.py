@@ -38,7 +38,7 @@ from sphinx.util.docutils import SphinxDirective
 
 import nstlib
 from nstlib import quick
-from nstlib.course import gallery_output
+from nstlib.course.book import gallery_output
 
 LOGGER = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class GridFigure(SphinxDirective):
     """``grid-figure``: the figure (and table) of a batch grid of ``book/grids``, or how to make it.
 
     The argument is the grid file, relative to the page. The figure is ``figure.png`` in the grid's output
-    folder (:func:`nstlib.course.gallery_output`: ``$NSTLIB_RESULTS/batch/<grid name>``). The directive's
+    folder (:func:`nstlib.course.book.gallery_output`: ``$NSTLIB_RESULTS/batch/<grid name>``). The directive's
     content becomes the caption. Options: ``:table:`` also shows the batch's ``table.csv``.
     """
 
@@ -193,7 +193,7 @@ class GridFigure(SphinxDirective):
         # A missing file makes Sphinx re-read this page on every build, so it shows up once it exists.
         self.env.note_dependency(str(figure_png))
         shown = os.path.relpath(output, self.env.srcdir)
-        command = f"python -m nstlib.batch {grid_rel} --output {output if shown.startswith('..') else shown}"
+        command = f"nstlib batch {grid_rel} --output {output if shown.startswith('..') else shown}"
         result: list[nodes.Node] = []
         if figure_png.is_file():
             docdir = Path(self.env.doc2path(self.env.docname)).parent

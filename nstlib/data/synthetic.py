@@ -9,7 +9,8 @@ claims to be the real image:
 * :func:`style_standin`: a colourful painterly texture: a palette picked from the
   name, laid over a domain-warped sum of sinusoids (swirls), with brush
   strokes bent by the same swirls;
-* :func:`standin`: the right one for a manifest sample, at its aspect ratio.
+* :func:`nstlib.data.samples.standin` picks the right one for a manifest sample, at its
+  aspect ratio.
 
 Every random choice comes from a local ``numpy.random.Generator`` seeded with
 ``zlib.crc32`` of the kind and the name: the same name always gives the same
@@ -24,9 +25,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .samples import Sample, get_sample
-
-__all__ = ["STANDIN_SIZE", "content_standin", "standin", "standin_size", "style_standin"]
+__all__ = ["STANDIN_SIZE", "content_standin", "style_standin"]
 
 STANDIN_SIZE = 256
 """Longer side (pixels) of the stand-in made by :func:`standin`."""
@@ -166,26 +165,3 @@ def style_standin(name: str, width: int, height: int) -> Image.Image:
     strokes = np.sin(2 * np.pi * freq * (u * np.cos(theta) + v * np.sin(theta)) + 3.0 * t)
     colour = colour * (1 + 0.25 * strokes[..., None])
     return Image.fromarray(np.clip(colour, 0, 255).round().astype(np.uint8), "RGB")
-
-
-def standin_size(sample: Sample, longer_side: int = STANDIN_SIZE) -> tuple[int, int]:
-    """``(width, height)`` with the sample's aspect ratio and ``longer_side`` pixels on the longer side."""
-    if isinstance(longer_side, bool) or not isinstance(longer_side, int) or longer_side < 1:
-        raise ValueError(f"longer_side={longer_side!r} must be a positive whole number of pixels")
-    w, h = sample.width, sample.height
-    if w >= h:
-        return longer_side, max(1, round(longer_side * h / w))
-    return max(1, round(longer_side * w / h)), longer_side
-
-
-def standin(sample_or_name: Sample | str, longer_side: int = STANDIN_SIZE) -> Image.Image:
-    """The synthetic stand-in for a manifest sample (a :class:`Sample` or its name).
-
-    A ``content`` sample gets :func:`content_standin`, a ``style`` sample
-    :func:`style_standin`, at the manifest's aspect ratio with ``longer_side`` pixels
-    on the longer side (:func:`standin_size`).
-    """
-    sample = get_sample(sample_or_name)
-    width, height = standin_size(sample, longer_side)
-    make = content_standin if sample.kind == "content" else style_standin
-    return make(sample.name, width, height)

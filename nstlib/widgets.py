@@ -49,7 +49,7 @@ Run this notebook in Jupyter or Colab to get the sliders, or call the same funct
                             **nstlib.LAYER_PRESETS["gatys"])
     nstlib.show_images([result.image])
 
-(To force the widgets anyway: nstlib.explorer.explore(..., interactive=True).)"""
+(To force the widgets anyway: nstlib.explore(..., interactive=True).)"""
 """What :func:`explore` prints where widgets cannot render."""
 
 UPLOADED = "uploaded: "
@@ -200,7 +200,7 @@ class StyleExplorer:
     ):
         import ipywidgets as w
 
-        from .samples import sample_names
+        from .data.samples import sample_names
 
         if layers not in LAYER_PRESETS:
             raise ValueError(f"layers={layers!r} must be one of {sorted(LAYER_PRESETS)}")
@@ -259,7 +259,7 @@ class StyleExplorer:
 
     def _choose(self, dropdown, image, default: str, kind: str) -> None:
         """Select ``image`` in ``dropdown``: a sample name directly, anything else as an extra entry."""
-        from .samples import is_sample, get_sample
+        from .data.samples import is_sample, get_sample
 
         if image is None:
             image = default

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import settings
+from .. import config
 
 __all__ = ["DownloadError", "download", "fetch_url", "sha256_file", "url_cache_path", "user_agent"]
 
@@ -359,7 +359,7 @@ def url_cache_path(url: str) -> Path:
     digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:16]
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "download"
-    return settings.cache_dir() / "urls" / f"{digest}-{name}"
+    return config.cache_dir() / "urls" / f"{digest}-{name}"
 
 
 def fetch_url(url: str, *, sha256: str | None = None, progress: bool = True, **download_kwargs) -> Path:

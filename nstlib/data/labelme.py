@@ -15,7 +15,7 @@ listing of ``http://labelme.csail.mit.edu/Images/``, then the listing of each fo
   folder name (:func:`safe_name`: no ``/``, ``\\``, ``:``, control characters, no
   leading ``.``), so nothing from the listing can write outside ``dest``;
 * at most ``workers`` (1 to 8) connections are open at once, listings included; each
-  request goes through :func:`nstlib.download.download` (nstlib's User-Agent, retries
+  request goes through :func:`nstlib.data.download.download` (nstlib's User-Agent, retries
   with exponential back-off, atomic files);
 * there are no checksums, so each image is verified by decoding it with Pillow; a file
   that does not decode is deleted and recorded as failed, and the next image of the
@@ -32,7 +32,7 @@ listing of ``http://labelme.csail.mit.edu/Images/``, then the listing of each fo
 
 Quick mode (``NSTLIB_QUICK=1``) never touches the network: :func:`download_labelme`
 prints the quick-mode banner and a note, creates nothing and returns ``dest``;
-:func:`nstlib.datasets.open_dataset` then uses synthetic stand-ins.
+:func:`nstlib.open_dataset` then uses synthetic stand-ins.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from typing import Iterator
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import quick, settings
+from .. import config
 from .download import DownloadError, download, sha256_file
-from .fileio import atomic_write_json, atomic_write_text
-from .images import DEFAULT_MAX_PIXELS
+from ..fileio import atomic_write_json, atomic_write_text
+from ..images import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "LABELME_URL",
@@ -93,8 +93,8 @@ class CrawlError(RuntimeError):
 
 
 def default_dir() -> Path:
-    """The default LabelMe folder: ``settings.cache_dir() / "datasets" / "labelme"``."""
-    return settings.cache_dir() / "datasets" / "labelme"
+    """The default LabelMe folder: ``config.cache_dir() / "datasets" / "labelme"``."""
+    return config.cache_dir() / "datasets" / "labelme"
 
 
 # --------------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, b
             taken in sorted order; an image that fails is replaced by the next one.
         base_url: the ``Images/`` listing (a local server in tests).
         workers: concurrent connections, 1 to 8.
-        retries, backoff, timeout: passed to :func:`nstlib.download.download` for every
+        retries, backoff, timeout: passed to :func:`nstlib.data.download.download` for every
             request (retry ``k`` waits ``backoff * 2**k`` s).
         progress: show a tqdm bar over images.
         max_pixels: larger images (width * height) count as failed.
@@ -340,7 +340,7 @@ def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, b
     ``n`` images present on disk. In quick mode nothing is downloaded (see the module
     docstring). Raises :class:`CrawlError` when failures leave fewer than ``n / 2``
     images (what was fetched stays recorded: call again to resume), and
-    :class:`~nstlib.download.DownloadError` when the root listing cannot be read.
+    :class:`~nstlib.DownloadError` when the root listing cannot be read.
     """
     n = _check_int("n", n, 1)
     workers = _check_int("workers", workers, 1, MAX_WORKERS)
@@ -348,8 +348,8 @@ def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, b
     if not isinstance(base_url, str) or not base_url.lower().startswith(("http://", "https://")):
         raise ValueError(f"base_url={base_url!r} must be an http(s) URL of a directory listing")
     base_url = base_url if base_url.endswith("/") else base_url + "/"
-    if quick.is_quick():
-        quick.announce()
+    if config.quick_mode():
+        config.announce()
         print(f"Quick mode: not downloading LabelMe (quick mode never uses the network); {dest} is left as it is "
               "and open_dataset('labelme') uses synthetic stand-ins when it holds no images.")
         return dest

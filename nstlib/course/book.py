@@ -1,33 +1,47 @@
 """Maintaining the course itself (instructors and maintainers; students never need this).
 
-``python -m nstlib.course build [--skip-gallery] [--workers N] [--path-output DIR]``
+``nstlib book build [--skip-gallery] [--workers N] [--path-output DIR]``
     Build the whole course: run the gallery's papermill batches (``book/grids/*.yaml``, results in
     ``$NSTLIB_RESULTS/batch/<grid>``), then render the HTML book with Jupyter Book, which executes every
     notebook (cached) into ``book/_build/html``. With ``NSTLIB_QUICK=1`` everything runs at smoke-test
     scale and offline, and every page of the book says so.
-``python -m nstlib.course refresh [NOTEBOOK ...]``
+``nstlib book refresh [NOTEBOOK ...]``
     Re-execute notebooks in quick mode and store only the outputs that nbval checks: those of
     cells whose first line is ``# NBVAL_CHECK_OUTPUT`` (deterministic, weight-independent cells).
     Every other output and execution count is stripped, so the notebooks stay small and clean.
+
+Both run on a checkout of the course: :func:`course_root` finds it from the current folder (the
+nearest folder at or above it holding ``book/_config.yml`` and ``notebooks/``), never from where
+the package is installed. ``python -m nstlib.course ...`` is the same as ``nstlib book ...``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-BOOK = ROOT / "book"
-GRIDS = BOOK / "grids"
 
 
-def notebook_paths(folder: Path = NOTEBOOKS) -> list[Path]:
-    """The course's notebooks, in order (``NN_name.ipynb``)."""
+def course_root(start: str | os.PathLike | None = None) -> Path:
+    """The course checkout: the nearest folder at or above ``start`` (default: the current folder)
+    that holds ``book/_config.yml`` and ``notebooks/``.
+
+    Raises ``FileNotFoundError`` naming the folder searched and the fix when there is none.
+    """
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "book" / "_config.yml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    raise FileNotFoundError(f"{here} is not inside a checkout of the course (no book/_config.yml and notebooks/ "
+                            "at or above it): run this from the repository's folder")
+
+
+def notebook_paths(folder: Path | None = None) -> list[Path]:
+    """The course's notebooks, in order (``NN_name.ipynb``; default folder: the checkout's ``notebooks/``)."""
+    folder = course_root() / "notebooks" if folder is None else Path(folder)
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -78,7 +92,7 @@ def refresh(paths: list[Path]) -> None:
     """Execute each notebook in quick mode and keep only the checked outputs."""
     import nbformat
 
-    from .fileio import atomic_write_text
+    from ..fileio import atomic_write_text
 
     for path in paths:
         print(f"refreshing {path.name} (quick mode) ...", flush=True)
@@ -87,8 +101,9 @@ def refresh(paths: list[Path]) -> None:
         atomic_write_text(path, nbformat.writes(nb) + "\n")
 
 
-def gallery_grids(folder: Path = GRIDS) -> list[Path]:
+def gallery_grids(folder: Path | None = None) -> list[Path]:
     """The gallery's batch grid files (``book/grids/*.yaml``), sorted by name."""
+    folder = course_root() / "book" / "grids" if folder is None else Path(folder)
     return sorted(folder.glob("*.yaml"))
 
 
@@ -98,7 +113,7 @@ def gallery_output(grid: str | os.PathLike) -> Path:
     Absolute (a relative ``NSTLIB_RESULTS`` is taken from the current folder); ``make course`` sets
     ``NSTLIB_RESULTS`` to the repository's ``results/``. The book's gallery page looks here too.
     """
-    from .settings import results_dir
+    from ..config import results_dir
 
     return (results_dir() / "batch" / Path(grid).stem).resolve()
 
@@ -106,7 +121,7 @@ def gallery_output(grid: str | os.PathLike) -> Path:
 def run_gallery(grids: list[Path] | None = None, *, workers: int = 2) -> list[str]:
     """Run every gallery batch (resumable: complete runs are skipped); returns the names of failed runs.
 
-    In quick mode :mod:`nstlib.batch` keeps only the first values of each grid axis (a smoke test).
+    In quick mode :mod:`nstlib.course.batch` keeps only the first values of each grid axis (a smoke test).
     Grids whose figure plots seconds run with one worker, so that parallel runs do not disturb the timings.
     """
     from .batch import load_grid, run_batch
@@ -121,22 +136,24 @@ def run_gallery(grids: list[Path] | None = None, *, workers: int = 2) -> list[st
     return failed
 
 
-def book_command(path_output: Path = BOOK) -> list[str]:
+def book_command(path_output: Path | None = None) -> list[str]:
     """The ``jupyter-book build`` command line of the course book (an argument list, for no shell).
 
     The source folder is the repository root (the notebooks stay in ``notebooks/`` and the launch buttons
     find them there); configuration and table of contents come from ``book/``; warnings are errors, and
     ``--keep-going`` reports all of them before failing. The HTML goes to ``<path_output>/_build/html``.
     """
+    root = course_root()
+    path_output = root / "book" if path_output is None else Path(path_output)
     script = Path(sys.executable).with_name("jupyter-book")
     if not script.exists():
         raise FileNotFoundError(f"{script} not found: install the course's dev extras (pip install -e '.[dev]')")
-    return [str(script), "build", str(ROOT), "--path-output", str(path_output),
-            "--config", str(BOOK / "_config.yml"), "--toc", str(BOOK / "_toc.yml"),
+    return [str(script), "build", str(root), "--path-output", str(path_output),
+            "--config", str(root / "book" / "_config.yml"), "--toc", str(root / "book" / "_toc.yml"),
             "--warningiserror", "--keep-going"]
 
 
-def build_book(path_output: Path = BOOK) -> Path:
+def build_book(path_output: Path | None = None) -> Path:
     """Render the HTML book with Jupyter Book, executing the notebooks (cached); returns ``index.html``.
 
     Runs in the repository root with this Python's environment first on ``PATH``, so the notebooks'
@@ -144,15 +161,17 @@ def build_book(path_output: Path = BOOK) -> Path:
     or any Sphinx warning).
     """
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    argv = book_command(Path(path_output).resolve())
+    root = course_root()
+    path_output = (root / "book" if path_output is None else Path(path_output)).resolve()
+    argv = book_command(path_output)
     print("building the book:", " ".join(argv), flush=True)
-    status = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+    status = subprocess.run(argv, cwd=root, env=env, check=False).returncode
     if status:
         raise RuntimeError(f"jupyter-book build failed (exit status {status}); the cause is printed above")
-    return Path(path_output).resolve() / "_build" / "html" / "index.html"
+    return path_output / "_build" / "html" / "index.html"
 
 
-def build(*, gallery: bool = True, workers: int = 2, path_output: Path = BOOK) -> int:
+def build(*, gallery: bool = True, workers: int = 2, path_output: Path | None = None) -> int:
     """Build the whole course: run the gallery batches, then render the HTML book; returns an exit status.
 
     1. Every grid of ``book/grids`` runs with papermill (:func:`run_gallery`, resumable), unless
@@ -162,7 +181,7 @@ def build(*, gallery: bool = True, workers: int = 2, path_output: Path = BOOK) -
 
     Prints where the HTML is. Returns 1 when a batch run failed (the book is built anyway), 0 otherwise.
     """
-    from .settings import quick_mode
+    from ..config import quick_mode
 
     mode = "QUICK MODE (NSTLIB_QUICK=1): smoke-test scale, offline" if quick_mode() else "full course"
     print(f"building the course: {mode}", flush=True)
@@ -175,32 +194,3 @@ def build(*, gallery: bool = True, workers: int = 2, path_output: Path = BOOK) -
               file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nstlib.course", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    build_parser = commands.add_parser("build", help="run the gallery batches and render the HTML book (notebooks executed)")
-    build_parser.add_argument("--skip-gallery", action="store_true", help="do not run the gallery batches")
-    build_parser.add_argument("--workers", type=int, default=2, help="gallery runs executed in parallel (default 2)")
-    build_parser.add_argument("--path-output", type=Path, default=BOOK,
-                              help="the HTML goes to PATH_OUTPUT/_build/html (default: book)")
-    refresh_parser = commands.add_parser("refresh", help="re-execute notebooks in quick mode, keep only checked outputs")
-    refresh_parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
-    args = parser.parse_args(argv)
-    if args.command == "refresh":
-        refresh(args.notebooks or notebook_paths())
-        return 0
-    if args.workers < 1:
-        parser.error(f"--workers {args.workers}: must be at least 1")
-    from .batch import GridError
-
-    try:
-        return build(gallery=not args.skip_gallery, workers=args.workers, path_output=args.path_output)
-    except (RuntimeError, FileNotFoundError, GridError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

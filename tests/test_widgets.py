@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import nstlib
-from nstlib import explorer as ex
+from nstlib import widgets as ex
 
 SIZE = 32
 
@@ -260,7 +260,7 @@ def test_a_real_kernel_tells_headless_from_live_requests():
         for allow in (False, True):
             output = []
             client.execute_interactive(
-                "import nstlib.explorer; print(nstlib.explorer.live_frontend())",
+                "import nstlib.widgets; print(nstlib.widgets.live_frontend())",
                 allow_stdin=allow, timeout=60,
                 output_hook=lambda msg: output.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -10,17 +11,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from nstlib import quick, settings, trainer
+from nstlib import config, training as trainer
 from nstlib.losses import gram_matrix
 from nstlib.perceptual import PerceptualLoss
-from nstlib.trainer import (
+from nstlib.training import (
     HISTORY_KEYS,
     TrainingDivergedError,
     epoch_order,
-    plot_training,
     train_transform_net,
 )
-from nstlib.transform_net import load_transform_net
+from nstlib.checkpoints import load_transform_net
 
 SIZE = 16  # the smallest image TransformerNet takes: the default network, but cheap
 
@@ -280,16 +280,16 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeyp
 # ---- quick mode, data handling -------------------------------------------------------------------------------
 
 def test_quick_mode_caps_steps_and_sizes_and_uses_random_weights(monkeypatch, capsys, no_network):
-    monkeypatch.setenv(settings.ENV_QUICK, "1")
-    monkeypatch.setattr(quick, "_announced", False)
+    monkeypatch.setenv(config.ENV_QUICK, "1")
+    monkeypatch.setattr(config, "_announced", False)
     # items of another size (24 x 20) are resized and centre-cropped to the training size
     result = train(Tiny(n=4, height=24, width=20), steps=50, weights="imagenet", image_size=SIZE)
-    assert len(result.history["total"]) == quick.MAX_STEPS
+    assert len(result.history["total"]) == config.MAX_STEPS
     assert result.settings["quick"] is True and result.settings["weights"] == "random"
     assert "QUICK MODE" in capsys.readouterr().out
-    monkeypatch.setattr(quick, "_announced", True)
+    monkeypatch.setattr(config, "_announced", True)
     capped = train(Tiny(n=2), steps=1, image_size=512, batch_size=1)  # 512 px becomes 64
-    assert capped.settings["image_size"] == quick.MAX_SIZE
+    assert capped.settings["image_size"] == config.MAX_SIZE
 
 
 def test_fit_resizes_the_shorter_side_and_crops_the_centre():
@@ -395,12 +395,10 @@ def test_result_save_and_plot(reference, tmp_path):
     result, _, _, _ = reference
     path = result.save(tmp_path / "net.pth")
     assert same_weights(load_transform_net(path), result.net)
-    figure = plot_training(result.history)
-    assert [line.get_label() for line in figure.axes[0].get_lines()] == ["total", "content", "style"]
-    with_tv = dict(result.history, tv=[0.5] * 6)
     labels = [line.get_label() for line in result.plot().axes[0].get_lines()]
     assert labels == ["total", "content", "style"]
-    assert [line.get_label() for line in plot_training(with_tv).axes[0].get_lines()][-1] == "tv"
+    with_tv = dataclasses.replace(result, history=dict(result.history, tv=[0.5] * 6))
+    assert [line.get_label() for line in with_tv.plot().axes[0].get_lines()][-1] == "tv"
 
 
 def test_the_last_step_always_reaches_the_callback():

@@ -61,12 +61,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import quick
+from . import config
 from .fileio import atomic_write
 from .layers import downsampling, resolve_layers
 from .perceptual import PerceptualLoss, check_weight
-from .transform_net import MIN_SIZE, UPSAMPLE_MODES, TransformerNet, save_transform_net, stylize_images
-from .utils import get_device, set_seed
+from .plotting import plot_losses
+from .checkpoints import save_transform_net
+from .fast import stylize_images
+from .transform_net import MIN_SIZE, UPSAMPLE_MODES, TransformerNet
+from .config import get_device, set_seed
 
 __all__ = [
     "CHECKPOINT_KIND",
@@ -76,7 +79,6 @@ __all__ = [
     "TrainResult",
     "TrainingDivergedError",
     "epoch_order",
-    "plot_training",
     "train_transform_net",
 ]
 
@@ -157,9 +159,14 @@ class TrainResult:
         return save_transform_net(self.net, path, trainer="nstlib.train_transform_net", step=self.steps,
                                   settings=self.settings)
 
-    def plot(self, **kwargs):
-        """:func:`plot_training` of the history."""
-        return plot_training(self.history, **kwargs)
+    def plot(self, *, log: bool = True, title: str | None = None, ax=None):
+        """Loss curves of the history (:func:`nstlib.plot_losses`): total, content, style and, unless
+        all zero (``tv_weight=0``, nothing to draw on a log axis), tv against the step."""
+        history = self.history
+        keys = [key for key in ("total", "content", "style", "tv") if key in history and len(history[key])]
+        if "tv" in keys and not any(float(v) > 0 for v in history["tv"]):
+            keys.remove("tv")
+        return plot_losses(history, keys=keys, log=log, title=title, ax=ax)
 
 
 # --------------------------------------------------------------------------------------
@@ -219,7 +226,7 @@ def _as_image(item: Any, where: str) -> torch.Tensor:
     if not isinstance(item, torch.Tensor) or item.dim() != 3 or item.shape[0] != 3:
         shape = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
         raise ValueError(f"{where} is {shape}: dataset items must be [3, H, W] float tensors in [0, 1] "
-                         "(nstlib.datasets.open_dataset makes such a dataset)")
+                         "(nstlib.open_dataset makes such a dataset)")
     if item.dtype == torch.uint8:
         return item.float() / 255
     if not item.is_floating_point():
@@ -253,7 +260,7 @@ class _Collate:
 
 def _open(dataset: Any, image_size: int) -> Dataset:
     if isinstance(dataset, (str, os.PathLike)):
-        from .datasets import open_dataset  # lazy: the dataset module is only needed for names and folders
+        from .data.datasets import open_dataset  # lazy: the dataset module is only needed for names and folders
 
         return open_dataset(os.fspath(dataset) if isinstance(dataset, os.PathLike) else dataset, size=image_size)
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
@@ -421,24 +428,6 @@ def _load_samples(sample_images: Any, image_size: int) -> list[torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------------
-# plotting
-
-
-def plot_training(history: Mapping[str, Sequence[float]], *, log: bool = True, title: str | None = None, ax=None):
-    """Loss curves of a training history: total, content, style and (when not all zero) tv against the step.
-
-    A thin wrapper of :func:`nstlib.plotting.plot_losses` that leaves out ``seconds`` and ``lr``
-    (not losses) and an all-zero ``tv`` (``tv_weight=0``, nothing to draw on a log axis).
-    """
-    from .plotting import plot_losses
-
-    keys = [key for key in ("total", "content", "style", "tv") if key in history and len(history[key])]
-    if "tv" in keys and not any(float(v) > 0 for v in history["tv"]):
-        keys.remove("tv")
-    return plot_losses(history, keys=keys, log=log, title=title, ax=ax)
-
-
-# --------------------------------------------------------------------------------------
 # training
 
 
@@ -484,7 +473,7 @@ def train_transform_net(
       the training crops).
     * ``dataset``: a ``torch.utils.data.Dataset`` whose items are ``[3, H, W]`` float tensors in
       [0, 1] (or tuples whose first element is one), or a folder / dataset name for
-      :func:`nstlib.datasets.open_dataset` ("coco-val2017", "labelme", "synthetic").
+      :func:`nstlib.open_dataset` ("coco-val2017", "labelme", "synthetic").
       Items not ``image_size`` square are resized (shorter side) and centre-cropped.
     * ``steps`` (optimiser steps) or ``epochs`` (passes over the dataset): give exactly one. An
       epoch is ``len(dataset) // batch_size`` steps (the incomplete last batch is dropped).
@@ -611,8 +600,8 @@ def train_transform_net(
             raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file: pass a folder")
 
     # ---- quick mode, device, data ----------------------------------------------------------
-    image_size = quick.cap_size(image_size)
-    style_size = quick.cap_size(style_size) if style_size is not None else image_size
+    image_size = config.cap_size(image_size)
+    style_size = config.cap_size(style_size) if style_size is not None else image_size
     try:
         device = get_device(None if device is None else str(device))  # checks that the device exists
     except RuntimeError as error:  # torch.device's own message for a string it does not know
@@ -625,7 +614,7 @@ def train_transform_net(
                          "use a smaller batch_size or more images")
     _as_image(data[0], "dataset[0]")  # a clear error now rather than inside the loop
     per_epoch = length // batch_size
-    total_steps = quick.cap_steps(steps if steps is not None else epochs * per_epoch)
+    total_steps = config.cap_steps(steps if steps is not None else epochs * per_epoch)
 
     from .images import load_image
 
@@ -648,7 +637,7 @@ def train_transform_net(
         "tv_weight": tv_weight,
         "lr": lr,
         "upsample": upsample,
-        "weights": "random" if weights in (None, "random") or quick.is_quick() else weights,
+        "weights": "random" if weights in (None, "random") or config.quick_mode() else weights,
         "seed": int(seed),
         "dataset": type(data).__name__,
         "dataset_length": length,
@@ -663,7 +652,7 @@ def train_transform_net(
         "sample_every": sample_every,
         "log_every": log_every,
         "num_workers": num_workers,
-        "quick": quick.is_quick(),
+        "quick": config.quick_mode(),
     }
 
     # ---- models -----------------------------------------------------------------------------

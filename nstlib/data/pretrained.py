@@ -11,7 +11,7 @@ Their network is the same as ``TransformerNet(upsample="nearest")`` with other n
 pixels, so :func:`load_pretrained` returns it with ``pixel_scale = 255``: it takes and returns
 [0, 1] images like every other nstlib network.
 
-Cache layout (``NSTLIB_CACHE``, see :mod:`nstlib.settings`)::
+Cache layout (``NSTLIB_CACHE``, see :mod:`nstlib.config`)::
 
     <cache>/pretrained/saved_models.zip              the downloaded archive (kept)
     <cache>/pretrained/saved_models.zip.sha256.json  its recorded SHA-256 (trust on first use)
@@ -23,28 +23,26 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+
 
 import torch
 
-from . import quick, settings
+from .. import config
 from .archives import archive_members, safe_extract
 from .download import DownloadError, download, sha256_file
-from .fileio import atomic_write_json
-from .transform_net import CheckpointError, TransformerNet, load_transform_net
-from .vgg import WeightsError
+from ..fileio import atomic_write_json
+from ..checkpoints import CheckpointError, load_transform_net
+from ..transform_net import TransformerNet
+from ..vgg import WeightsError
 
 __all__ = [
     "ARCHIVE_URL",
     "PRETRAINED_STYLES",
     "STAND_IN_SEED",
-    "convert_examples_state_dict",
-    "examples_key_map",
     "fetch_pretrained",
     "load_pretrained",
     "pretrained_dir",
@@ -63,73 +61,9 @@ RECORD_SUFFIX = ".sha256.json"
 STAND_IN_SEED = 0
 """Seed of the random stand-in network :func:`load_pretrained` returns in quick mode."""
 
-_STALE = {"running_mean", "running_var", "num_batches_tracked"}
-_NORM_RE = re.compile(r"^(in\d+|res\d+\.in\d+)$")
-
-
-def examples_key_map(num_residual: int = 5) -> dict[str, str]:
-    """Module names of pytorch/examples' network -> module names of ``TransformerNet(upsample="nearest")``.
-
-    ``conv1.conv2d -> down.0.conv``, ``in1 -> down.0.norm`` (likewise 2, 3);
-    ``res<i>.conv<j>.conv2d -> res.<i-1>.conv<j>.conv``, ``res<i>.in<j> -> res.<i-1>.conv<j>.norm``;
-    ``deconv1.conv2d -> up.0.conv``, ``in4 -> up.0.norm``, ``deconv2.conv2d -> up.1.conv``,
-    ``in5 -> up.1.norm``; ``deconv3.conv2d -> final.conv``. Each module has a ``weight``
-    and a ``bias``.
-    """
-    names = {}
-    for i in range(3):
-        names[f"conv{i + 1}.conv2d"] = f"down.{i}.conv"
-        names[f"in{i + 1}"] = f"down.{i}.norm"
-    for i in range(num_residual):
-        for j in (1, 2):
-            names[f"res{i + 1}.conv{j}.conv2d"] = f"res.{i}.conv{j}.conv"
-            names[f"res{i + 1}.in{j}"] = f"res.{i}.conv{j}.norm"
-    for i in range(2):
-        names[f"deconv{i + 1}.conv2d"] = f"up.{i}.conv"
-        names[f"in{i + 4}"] = f"up.{i}.norm"
-    names["deconv3.conv2d"] = "final.conv"
-    return names
-
-
-def convert_examples_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Rename a pytorch/examples ``TransformerNet`` state dict for ``TransformerNet(upsample="nearest")``.
-
-    Every ``<module>.<weight|bias>`` is renamed with :func:`examples_key_map`. The stale
-    ``running_mean`` / ``running_var`` / ``num_batches_tracked`` entries that old PyTorch
-    versions stored for the instance norms (``in1``, ``res1.in2``, ...) are dropped, as
-    pytorch/examples' own ``neural_style.py`` does. The tensors are not copied.
-
-    Raises ``ValueError`` listing the unexpected and the missing keys when ``state`` is
-    not such a state dict.
-    """
-    if not isinstance(state, dict):
-        raise ValueError(f"state is a {type(state).__name__}, expected a state dict (name -> tensor)")
-    names = examples_key_map()
-    out: dict[str, torch.Tensor] = {}
-    unexpected = []
-    for key, value in state.items():
-        module, _, param = str(key).rpartition(".")
-        if param in _STALE and _NORM_RE.match(module):
-            continue
-        if module in names and param in ("weight", "bias") and isinstance(value, torch.Tensor):
-            out[f"{names[module]}.{param}"] = value
-        else:
-            unexpected.append(str(key))
-    missing = [f"{old}.{param}" for old in names for param in ("weight", "bias")
-               if f"{names[old]}.{param}" not in out]
-    if unexpected or missing:
-        parts = []
-        if unexpected:
-            parts.append(f"unexpected keys {sorted(unexpected)[:8]}" + (" ..." if len(unexpected) > 8 else ""))
-        if missing:
-            parts.append(f"missing keys {missing[:8]}" + (" ..." if len(missing) > 8 else ""))
-        raise ValueError("it is not a pytorch/examples fast_neural_style state dict: " + "; ".join(parts))
-    return out
-
-
 def pretrained_dir() -> Path:
     """``<cache>/pretrained``: where the archive, its recorded SHA-256 and the models live (not created here)."""
-    return settings.cache_dir() / "pretrained"
+    return config.cache_dir() / "pretrained"
 
 
 def _check_style(style: str) -> str:
@@ -233,7 +167,7 @@ def fetch_pretrained(style: str, *, url: str = ARCHIVE_URL, progress: bool = Tru
     When the four models are already extracted, returns at once (no network). Otherwise:
 
     1. uses ``<cache>/pretrained/saved_models.zip`` if it is there (placed by hand, say),
-       or downloads ``url`` to it with :func:`nstlib.download.download` (atomic; no checksum
+       or downloads ``url`` to it with :func:`nstlib.data.download.download` (atomic; no checksum
        is published, so none is checked);
     2. checks it is a zip holding ``candy.pth``, ``mosaic.pth``, ``rain_princess.pth`` and
        ``udnie.pth`` (found by base name in any folder of the zip);
@@ -241,7 +175,7 @@ def fetch_pretrained(style: str, *, url: str = ARCHIVE_URL, progress: bool = Tru
        archive with another one is an **error** (a silently different model would change
        the course's results): the new archive is deleted and the message says how to
        accept it;
-    4. extracts the four files with :func:`nstlib.archives.safe_extract`, checks that each
+    4. extracts the four files with :func:`nstlib.data.archives.safe_extract`, checks that each
        loads as a :class:`TransformerNet`, and moves them together into
        ``<cache>/pretrained/saved_models/``;
     5. the first time, records the archive's SHA-256, size and URL in
@@ -265,7 +199,7 @@ def fetch_pretrained(style: str, *, url: str = ARCHIVE_URL, progress: bool = Tru
     manual = (f"To install by hand, download {ARCHIVE_URL} on a machine with internet access and place it at "
               f"{archive}, then call again.")
     if not archive.is_file():
-        if quick.is_quick():
+        if config.quick_mode():
             raise WeightsError(f"quick mode (NSTLIB_QUICK=1) never downloads, and the pretrained model "
                                f"{style!r} is not cached in {paths[style].parent}. Use load_pretrained(), which "
                                "returns a stand-in in quick mode, or unset NSTLIB_QUICK. " + manual)
@@ -308,10 +242,10 @@ def load_pretrained(style: str, *, url: str = ARCHIVE_URL, progress: bool = True
     """
     _check_style(style)
     path = _model_paths()[style]
-    if quick.is_quick():
+    if config.quick_mode():
         if path.is_file():
             return load_transform_net(path)
-        quick.announce()
+        config.announce()
         print(f"quick mode: pretrained style {style!r} is not cached; using a random stand-in network "
               f"(seed {STAND_IN_SEED}), not the real model.", flush=True)
         return _stand_in()

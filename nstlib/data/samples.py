@@ -1,7 +1,7 @@
 """The sample images of the course: a checked manifest, fetched on demand.
 
 The manifest ``images.tsv`` (the top-level ``data/`` folder, installed as the
-package ``nstlib.data``) lists each painting or photo with its title, artist,
+package ``nstlib.data.manifest``) lists each painting or photo with its title, artist,
 rights, pinned URL, SHA-256, size in bytes and pixel size. The images themselves
 are never part of the project: :func:`fetch_sample` gets them, in this order,
 
@@ -12,7 +12,7 @@ are never part of the project: :func:`fetch_sample` gets them, in this order,
    without that file is skipped quietly and the next step runs) or a base URL
    (``<base>/<file>``, downloaded and checked);
 3. in quick mode (``NSTLIB_QUICK=1``) only: a deterministic synthetic stand-in
-   (:mod:`nstlib.synthetic`) written as ``<cache>/standins/<name>.png``, after the
+   (:mod:`nstlib.data.synthetic`) written as ``<cache>/standins/<name>.png``, after the
    quick-mode banner; quick mode never touches the network;
 4. from the pinned URL, checked against the manifest's SHA-256 and size.
 """
@@ -27,9 +27,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import quick, settings
+from PIL import Image
+
+from .. import config
+from ..fileio import atomic_write
+from . import synthetic
 from .download import DownloadError, download, sha256_file
-from .fileio import atomic_write
 
 __all__ = [
     "KINDS",
@@ -92,15 +95,15 @@ class Sample:
 
 
 def manifest_path():
-    """The shipped manifest (a Traversable): ``nstlib.data/images.tsv``.
+    """The shipped manifest (a Traversable): ``nstlib.data.manifest/images.tsv``.
 
-    From a source checkout that is on ``sys.path`` but not installed, ``nstlib.data``
+    From a source checkout that is on ``sys.path`` but not installed, ``nstlib.data.manifest``
     does not exist; then ``data/images.tsv`` next to the ``nstlib`` folder is used.
     """
     try:
-        return importlib.resources.files("nstlib.data") / "images.tsv"
+        return importlib.resources.files("nstlib.data.manifest") / "images.tsv"
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "data" / "images.tsv"
+        return Path(__file__).resolve().parents[2] / "data" / "images.tsv"
 
 
 def _row_error(source: str, line: int, name: str | None, problem: str) -> ManifestError:
@@ -240,7 +243,7 @@ def _from_mirror(sample: Sample, mirror: str, cached: Path, progress: bool) -> b
         return True
     folder = Path(mirror).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{settings.ENV_MIRROR}={mirror!r} is neither an existing folder nor an "
+        raise FileNotFoundError(f"{config.ENV_MIRROR}={mirror!r} is neither an existing folder nor an "
                                 "http(s):// URL: fix the path or unset it")
     src = folder / sample.file
     if not src.is_file():
@@ -259,21 +262,42 @@ def fetch_sample(name: str, *, progress: bool = True) -> Path:
     source delivers the checked file.
     """
     sample = get_sample(name)
-    cached = settings.cache_dir() / "images" / sample.file
+    cached = config.cache_dir() / "images" / sample.file
     if cached.is_file():
         got = sha256_file(cached)
         if got == sample.sha256:
             return cached
         log.warning("cached %s has sha256 %s, expected %s: fetching it again", cached, got, sample.sha256)
         cached.unlink()
-    mirror = settings.mirror()
+    mirror = config.mirror()
     if mirror and _from_mirror(sample, mirror, cached, progress):
         return cached
-    if quick.is_quick():
-        from . import synthetic  # imported here: synthetic imports this module
-
-        quick.announce()
-        path = settings.cache_dir() / "standins" / f"{sample.name}.png"
-        _save_png(synthetic.standin(sample), path)
+    if config.quick_mode():
+        config.announce()
+        path = config.cache_dir() / "standins" / f"{sample.name}.png"
+        _save_png(standin(sample), path)
         return path
     return download(sample.url, cached, sha256=sample.sha256, size=sample.bytes, progress=progress)
+
+
+def standin_size(sample: Sample, longer_side: int = synthetic.STANDIN_SIZE) -> tuple[int, int]:
+    """``(width, height)`` with the sample's aspect ratio and ``longer_side`` pixels on the longer side."""
+    if isinstance(longer_side, bool) or not isinstance(longer_side, int) or longer_side < 1:
+        raise ValueError(f"longer_side={longer_side!r} must be a positive whole number of pixels")
+    w, h = sample.width, sample.height
+    if w >= h:
+        return longer_side, max(1, round(longer_side * h / w))
+    return max(1, round(longer_side * w / h)), longer_side
+
+
+def standin(sample_or_name: Sample | str, longer_side: int = synthetic.STANDIN_SIZE) -> Image.Image:
+    """The synthetic stand-in for a manifest sample (a :class:`Sample` or its name).
+
+    A ``content`` sample gets :func:`~nstlib.data.synthetic.content_standin`, a ``style`` sample
+    :func:`~nstlib.data.synthetic.style_standin`, at the manifest's aspect ratio with ``longer_side`` pixels
+    on the longer side (:func:`standin_size`).
+    """
+    sample = get_sample(sample_or_name)
+    width, height = standin_size(sample, longer_side)
+    make = synthetic.content_standin if sample.kind == "content" else synthetic.style_standin
+    return make(sample.name, width, height)

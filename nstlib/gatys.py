@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import quick
+from . import config
 from .color import combine_luminance, luminance, match_luminance
 from .layers import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
 from .perceptual import LOSS_KEYS, PerceptualLoss, blend_weights, check_weight
-from .utils import get_device
+from .config import get_device
 
 Callback = Callable[[int, torch.Tensor, dict], None]
 
@@ -86,7 +86,7 @@ def _stage_plan(size, scales, steps) -> list[tuple[int, int]]:
             raise ValueError(f"steps has {len(counts)} values for {len(sizes)} scales")
     else:
         counts = [_positive_int(steps, "steps")] * len(sizes)
-    return [(quick.cap_size(s), quick.cap_steps(n)) for s, n in zip(sizes, counts)]
+    return [(config.cap_size(s), config.cap_steps(n)) for s, n in zip(sizes, counts)]
 
 
 def _resize(image: torch.Tensor, long_side: int) -> torch.Tensor:
@@ -164,7 +164,7 @@ def stylize(
         raise ValueError(f"init={init!r} must be 'content', 'noise' or an image tensor")
     callback_every = _positive_int(callback_every, "callback_every")
     if style_size is not None:
-        style_size = quick.cap_size(_positive_int(style_size, "style_size"))
+        style_size = config.cap_size(_positive_int(style_size, "style_size"))
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     mix = blend_weights(style_blend_weights, len(styles))
     device = torch.device(device) if device is not None else get_device()
@@ -256,10 +256,10 @@ def stylize(
         "preserve_color": bool(preserve_color),
         "seed": seed,
         "device": str(device),
-        "weights": "random" if loss.extractor.weights is None or quick.is_quick() else loss.extractor.weights,
+        "weights": "random" if loss.extractor.weights is None or config.quick_mode() else loss.extractor.weights,
         "pooling": pooling,
         "fast": bool(fast),
-        "quick": quick.is_quick(),
+        "quick": config.quick_mode(),
         "output_shape": list(image.shape),
         "seconds": time.perf_counter() - started,
     }
@@ -327,3 +327,27 @@ def _optimise(param, loss_fn, steps: int, optimizer: str, lr: float, record) -> 
             opt.step()
             with torch.no_grad():
                 param.clamp_(0, 1)
+
+
+# ---- reconstructions --------------------------------------------------
+# What does a layer know? Reconstructions from white noise (Gatys et al. 2016, Fig. 1).
+#
+# * :func:`reconstruct_content` optimises noise until its features at **one** layer match an
+#   image's: low layers give back the pixels almost exactly, high layers keep objects and layout
+#   but lose exact colours and textures.
+# * :func:`synthesize_texture` optimises noise until its **Gram matrices** at a set of layers match
+#   an image's: the result has the image's textures and colours but none of its layout.
+#
+# Both are :func:`~nstlib.stylize` with one of the two losses switched off.
+
+
+def reconstruct_content(image, layer: str, *, steps: int = 200, size: int | None = 256, **options) -> StylizeResult:
+    """Noise optimised to match ``image``'s features at ``layer`` (content loss only)."""
+    options = {"init": "noise", "style_weight": 0.0, "content_weight": 1.0, **options}
+    return stylize(image, image, steps=steps, size=size, content_layers=[layer], style_layers=[layer], **options)
+
+
+def synthesize_texture(image, layers: Sequence[str], *, steps: int = 200, size: int | None = 256, **options) -> StylizeResult:
+    """Noise optimised to match ``image``'s Gram matrices at ``layers`` (style loss only)."""
+    options = {"init": "noise", "content_weight": 0.0, "style_weight": 1e6, **options}
+    return stylize(image, image, steps=steps, size=size, content_layers=[list(layers)[0]], style_layers=layers, **options)

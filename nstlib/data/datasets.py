@@ -10,7 +10,7 @@ Every dataset yields ``[3, size, size]`` float tensors in [0, 1] (no labels):
   the centre ``size x size`` square is cut out (:func:`resize_shorter`,
   :func:`center_crop`). Nothing is random, so training resumes exactly; shuffle in
   the ``DataLoader``. Files that do not decode are skipped with one warning each.
-* :class:`SyntheticDataset`: deterministic painted scenes (:mod:`nstlib.synthetic`),
+* :class:`SyntheticDataset`: deterministic painted scenes (:mod:`nstlib.data.synthetic`),
   for quick mode and tests.
 * :func:`open_dataset`: a folder path or a dataset name (:data:`DATASETS`). A named
   dataset that is not on disk is an error telling how to download it, except in quick
@@ -18,9 +18,9 @@ Every dataset yields ``[3, size, size]`` float tensors in [0, 1] (no labels):
   downloads).
 
 Downloads (:func:`download_coco`, :func:`download_labelme_12_50k`; LabelMe itself has
-no archive, see :func:`nstlib.labelme.download_labelme`) fetch an archive with resume,
+no archive, see :func:`nstlib.download_labelme`) fetch an archive with resume,
 check it against its published size and checksum, extract it with
-:func:`nstlib.archives.safe_extract`, record ``<dest>/<name>.manifest.json`` and delete
+:func:`nstlib.data.archives.safe_extract`, record ``<dest>/<name>.manifest.json`` and delete
 the archive. A second call finds the manifest and its files and does nothing.
 """
 
@@ -42,11 +42,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import quick, settings, synthetic
+from .. import config
+
+from . import synthetic
 from .archives import safe_extract
 from .download import DownloadError, download, sha256_file
-from .fileio import atomic_write_json
-from .images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from ..fileio import atomic_write_json
+from ..images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from .labelme import LABELME_URL, download_labelme
 
 __all__ = [
@@ -139,11 +141,11 @@ DATASETS = ("labelme", "labelme-12-50k", "coco-val2017", "coco-train2014", "synt
 """The names :func:`open_dataset` accepts besides a folder path."""
 
 _HOW_TO_GET = {
-    "labelme": "nstlib.datasets.download_labelme(n=20000)  (crawls 20,000 JPEGs from labelme.csail.mit.edu; "
+    "labelme": "nstlib.download_labelme(n=20000)  (crawls 20,000 JPEGs from labelme.csail.mit.edu; "
                "no size is published)",
-    "labelme-12-50k": "nstlib.datasets.download_labelme_12_50k()  (50,000 small JPEGs; size not published)",
-    "coco-val2017": "nstlib.datasets.download_coco('val2017')  (815.6 MB, 5,000 images)",
-    "coco-train2014": "nstlib.datasets.download_coco('train2014')  (13.5 GB, 82,783 images; needs ~28 GB free "
+    "labelme-12-50k": "nstlib.data.download_labelme_12_50k()  (50,000 small JPEGs; size not published)",
+    "coco-val2017": "nstlib.download_coco('val2017')  (815.6 MB, 5,000 images)",
+    "coco-train2014": "nstlib.download_coco('train2014')  (13.5 GB, 82,783 images; needs ~28 GB free "
                       "while extracting)",
 }
 
@@ -155,7 +157,7 @@ def dataset_dir(name: str) -> Path:
     splits into ``<cache>/datasets/coco``. The image folder of an archive dataset is read
     from its manifest (see :func:`download_archive`).
     """
-    root = settings.cache_dir() / "datasets"
+    root = config.cache_dir() / "datasets"
     if name == "labelme":
         return root / "labelme"
     if name.startswith("coco-"):
@@ -267,7 +269,7 @@ def list_images(root: str | os.PathLike, extensions=IMAGE_EXTENSIONS) -> list[Pa
 
 def _no_images_message(root: Path, what: str) -> str:
     return (f"{root} {what}. Put photos in it (any folder of .jpg/.png images works), or download a dataset: "
-            f"nstlib.datasets.download_labelme(n=20000) (the seed's data), download_coco('val2017') "
+            f"nstlib.download_labelme(n=20000) (the seed's data), download_coco('val2017') "
             f"or download_coco('train2014') (Johnson et al.'s), then open_dataset(...) its folder")
 
 
@@ -289,7 +291,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, size: int = 256, *, extensions=IMAGE_EXTENSIONS,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, n: int | None = None):
         self.root = Path(root).expanduser()
-        self.size = quick.cap_size(_check_size(size))
+        self.size = config.cap_size(_check_size(size))
         n = _check_n(n)
         if isinstance(extensions, str) or not all(isinstance(e, str) and e.startswith(".") for e in extensions):
             raise ValueError(f"extensions={extensions!r} must be a tuple of suffixes such as ('.jpg', '.png')")
@@ -339,7 +341,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 class SyntheticDataset(torch.utils.data.Dataset):
     """``length`` deterministic painted scenes as ``[3, size, size]`` tensors in [0, 1].
 
-    Image ``i`` is ``nstlib.synthetic.content_standin(f"synthetic-{seed}-{i}", size, size)``
+    Image ``i`` is ``nstlib.data.synthetic.content_standin(f"synthetic-{seed}-{i}", size, size)``
     (sky, sun, hills, a river, houses): the same ``(seed, i, size)`` always gives the same
     pixels. For quick mode and tests only: it teaches a network nothing about photos.
     In quick mode ``size`` is capped at 64.
@@ -351,7 +353,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
         self.length, self.seed = int(length), int(seed)
-        self.size = quick.cap_size(_check_size(size))
+        self.size = config.cap_size(_check_size(size))
 
     def __len__(self) -> int:
         return self.length
@@ -413,8 +415,8 @@ def open_dataset(source: str | os.PathLike, size: int = 256, *, n: int | None = 
                 return ImageFolderDataset(folder, size, n=n)
             except DatasetNotFoundError:
                 pass
-        if quick.is_quick():
-            quick.announce()
+        if config.quick_mode():
+            config.announce()
             print(f"Quick mode: dataset {source!r} is not on disk; using {n or 64} synthetic stand-in images "
                   "(quick mode never downloads).")
             return SyntheticDataset(n or 64, size)
@@ -519,13 +521,13 @@ def download_archive(archive: Archive, dest: str | os.PathLike | None = None, *,
        without downloading anything.
     3. Refuse to start when the disk lacks room for the archive and its contents
        (twice ``size``, when known).
-    4. Download ``dest/<filename>`` with :func:`nstlib.download.download` (resumes a
+    4. Download ``dest/<filename>`` with :func:`nstlib.data.download.download` (resumes a
        ``.part`` file, checks ``size`` and ``sha256``) from ``url``, or when that fails
        from each of ``fallback_urls`` in turn; then check ``md5`` when it is the only
        checksum. An archive already there from an earlier run is checked instead of
        fetched. A mismatch deletes the archive and raises
-       :class:`~nstlib.download.DownloadError`: nothing is left behind.
-    5. Extract with :func:`nstlib.archives.safe_extract` (refuses members escaping
+       :class:`~nstlib.DownloadError`: nothing is left behind.
+    5. Extract with :func:`nstlib.data.archives.safe_extract` (refuses members escaping
        ``dest``), write the manifest (name, url, archive size, sha256, md5, image
        folder, file list) atomically, delete the archive unless ``keep_archive``.
 
@@ -536,8 +538,8 @@ def download_archive(archive: Archive, dest: str | os.PathLike | None = None, *,
     manifest = _read_manifest(dest, archive.name)
     if manifest is not None:
         return dest / manifest["folder"]
-    if quick.is_quick():
-        quick.announce()
+    if config.quick_mode():
+        config.announce()
         print(f"Quick mode: not downloading {archive.name} (quick mode never uses the network); "
               f"open_dataset({archive.name!r}) uses synthetic stand-ins.")
         return dest / archive.folder

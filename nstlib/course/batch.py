@@ -1,6 +1,6 @@
 """Batch runs with papermill: one notebook over a grid of parameters, then a comparison figure.
 
-``python -m nstlib.batch GRID.yaml [--workers N] [--force]`` reads a grid file such as::
+``nstlib batch GRID.yaml [--workers N] [--force]`` reads a grid file such as::
 
     notebook: ../notebooks/03_gatys_style_transfer.ipynb   # relative to the grid file
     output: ../results/batch/style_weight_sweep            # relative to the grid file
@@ -64,7 +64,6 @@ import itertools
 import json
 import multiprocessing
 import re
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +72,8 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from . import quick
-from .fileio import atomic_write_json, atomic_write_text
+from .. import config
+from ..fileio import atomic_write_json, atomic_write_text
 
 NOTEBOOK_AXIS = "notebook"
 
@@ -100,7 +99,7 @@ class Run:
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256(self.notebook.read_bytes())
-        digest.update(json.dumps({"parameters": self.parameters, "quick": quick.is_quick()}, sort_keys=True, default=str).encode())
+        digest.update(json.dumps({"parameters": self.parameters, "quick": config.quick_mode()}, sort_keys=True, default=str).encode())
         self.key = digest.hexdigest()
 
     @property
@@ -194,7 +193,7 @@ def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
     if NOTEBOOK_AXIS not in axes and "notebook" not in spec:
         raise GridError(f"{path}: name the notebook to run ('notebook: ../notebooks/03_gatys_style_transfer.ipynb')")
     cut = {}
-    if quick.is_quick():
+    if config.quick_mode():
         cut = {k: len(v) - QUICK_AXIS_VALUES for k, v in axes.items() if len(v) > QUICK_AXIS_VALUES}
         axes = {k: v[:QUICK_AXIS_VALUES] for k, v in axes.items()}
     fixed = spec.get("parameters") or {}
@@ -262,7 +261,7 @@ def execute_run(notebook: str, folder: str, parameters: dict[str, Any], key: str
 
     folder_path = Path(folder)
     folder_path.mkdir(parents=True, exist_ok=True)
-    record = {"notebook": notebook, "parameters": parameters, "axes": axes, "key": key, "quick": quick.is_quick()}
+    record = {"notebook": notebook, "parameters": parameters, "axes": axes, "key": key, "quick": config.quick_mode()}
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -405,14 +404,14 @@ def _plot_figure(grid: Grid, title: str):
 def write_figure(grid: Grid) -> list[Path]:
     """The figure (``figure.png`` and ``figure.pdf``): a labelled image grid where failed runs stay blank,
     or, for ``kind: plot``, the metric against the x axis (:func:`plot_data`)."""
-    from .images import ImageError, load_image
-    from .plotting import image_grid, save_figure
+    from ..images import ImageError, load_image
+    from ..plotting import image_grid, save_figure
 
     spec = grid.figure
     if not spec:
         return []
     title = spec.get("title", grid.path.stem)
-    if quick.is_quick():
+    if config.quick_mode():
         title += " (QUICK MODE: not a real result)"
     if spec.get("kind", "images") == "plot":
         figure = _plot_figure(grid, title)
@@ -450,18 +449,8 @@ def run_batch(path: str | Path, *, output: str | Path | None = None, workers: in
     return grid
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the batch command's arguments; ``python -m nstlib.batch`` and ``nstlib batch`` share them."""
-    from .cli import positive_int
-
-    parser.add_argument("grids", metavar="GRID.yaml", nargs="+", type=Path, help="grid file(s)")
-    parser.add_argument("--workers", type=positive_int, default=1, help="runs executed in parallel (default 1)")
-    parser.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the grid file's 'output')")
-    parser.add_argument("--force", action="store_true", help="re-run runs that are already complete")
-
-
 def run_arguments(args: argparse.Namespace) -> int:
-    """Run every grid named in ``args`` (see :func:`add_arguments`).
+    """Run every grid named in ``args`` (``grids``, ``output``, ``workers``, ``force``: ``nstlib batch``'s options).
 
     Returns 0 when every run is complete, 1 when a run failed; a bad grid file or option raises
     :class:`GridError`.
@@ -474,17 +463,3 @@ def run_arguments(args: argparse.Namespace) -> int:
         if not all(r.is_complete() for r in grid.runs):
             status = 1
     return status
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nstlib.batch", description="Run a notebook over a grid of parameters with papermill.")
-    add_arguments(parser)
-    try:
-        return run_arguments(parser.parse_args(argv))
-    except GridError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

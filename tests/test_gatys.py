@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import nstlib
-from nstlib import color, synthetic
+from nstlib import color
+from nstlib.data import samples
 from nstlib.images import load_image
 
 SIZE = 32
@@ -16,7 +17,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def other_style():
-    return load_image(synthetic.standin("the_scream"), SIZE)
+    return load_image(samples.standin("the_scream"), SIZE)
 
 
 def run(content, style, **options):
@@ -106,8 +107,8 @@ def test_layer_names_in_either_scheme_and_settings_are_json(content, style):
 def test_quick_mode_caps_steps_and_size(monkeypatch, content, style):
     monkeypatch.setenv("NSTLIB_QUICK", "1")
     result = nstlib.stylize(content, style, steps=300, size=512, progress=False, device="cpu")
-    assert len(result.history["total"]) == nstlib.quick.MAX_STEPS
-    assert max(result.image.shape[-2:]) <= nstlib.quick.MAX_SIZE
+    assert len(result.history["total"]) == nstlib.config.MAX_STEPS
+    assert max(result.image.shape[-2:]) <= nstlib.config.MAX_SIZE
     assert result.settings["quick"] is True and result.settings["weights"] == "random"
 
 
@@ -138,7 +139,7 @@ def test_empty_style_list_is_refused(content):
 
 
 def test_content_reconstruction_gets_closer_to_the_image(content):
-    from nstlib.reconstruct import reconstruct_content
+    from nstlib.gatys import reconstruct_content
 
     result = reconstruct_content(content, "conv1_2", steps=20, size=SIZE, weights=None, progress=False, device="cpu")
     h = result.history
@@ -148,7 +149,7 @@ def test_content_reconstruction_gets_closer_to_the_image(content):
 
 
 def test_texture_synthesis_matches_grams_but_not_layout(style):
-    from nstlib.reconstruct import synthesize_texture
+    from nstlib.gatys import synthesize_texture
 
     result = synthesize_texture(style, ["conv1_1", "conv2_1"], steps=20, size=SIZE, weights=None, progress=False, device="cpu")
     h = result.history
