@@ -41,6 +41,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from . import config
 from .fileio import atomic_write
+from .validate import optional_positive_int
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Largest image (width * height, read from the file header) that :func:`load_image` decodes."""
@@ -98,7 +99,7 @@ def load_image(source: Any, size: int | None = None, *, max_pixels: int | None =
     its header before decoding (default 100 megapixels); ``None`` removes the limit
     (only for files you trust).
     """
-    size = _check_size(size)
+    size = optional_positive_int(size, "size", " (the longer side in pixels)")
     if max_pixels is not None and (
         not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, bool) or max_pixels <= 0
     ):
@@ -122,14 +123,6 @@ def load_image(source: Any, size: int | None = None, *, max_pixels: int | None =
         f"source has type {type(source).__name__}: pass a file path, a URL, a sample name, "
         "a PIL image, a NumPy array or a tensor"
     )
-
-
-def _check_size(size: Any) -> int | None:
-    if size is None:
-        return None
-    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"size={size!r} must be a positive integer (the longer side in pixels) or None")
-    return int(size)
 
 
 def target_size(width: int, height: int, size: int | None) -> tuple[int, int]:

@@ -18,7 +18,6 @@ import base64
 import html
 import io
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .fileio import atomic_write
+from .validate import positive_int
 
 
 __all__ = [
@@ -81,12 +81,6 @@ def _root_figure(ax) -> Figure:
         return ax.get_figure(root=True)  # matplotlib >= 3.10 (axes in subfigures)
     except TypeError:
         return ax.figure
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def _display_array(image: Any, what: str = "image") -> np.ndarray:
@@ -189,7 +183,7 @@ def show_images(
         raise ValueError("images is empty: pass at least one image")
     if titles is not None and len(titles) != len(arrays):
         raise ValueError(f"titles has {len(titles)} entries but there are {len(arrays)} images")
-    ncols = min(len(arrays), 4) if ncols is None else min(_check_positive_int(ncols, "ncols"), len(arrays))
+    ncols = min(len(arrays), 4) if ncols is None else min(positive_int(ncols, "ncols"), len(arrays))
     nrows = math.ceil(len(arrays) / ncols)
     aspect = float(np.median([array.shape[0] / array.shape[1] for array in arrays]))
     title_space = 0.3 if titles is not None else 0.0
@@ -328,8 +322,8 @@ def show_feature_maps(features: torch.Tensor, n: int = 16, ncols: int = 8, title
         features = features[0]
     if features.dim() != 3 or 0 in features.shape:
         raise ValueError(f"features has shape {tuple(features.shape)}: expected [1, C, H, W] or [C, H, W]")
-    n = min(_check_positive_int(n, "n"), features.shape[0])
-    ncols = min(_check_positive_int(ncols, "ncols"), n)
+    n = min(positive_int(n, "n"), features.shape[0])
+    ncols = min(positive_int(ncols, "ncols"), n)
     nrows = math.ceil(n / ncols)
     maps = normalize_channels(features[:n]).numpy()
     panel = 1.5
@@ -400,8 +394,8 @@ class LivePreview:
     """
 
     def __init__(self, every: int = 1, upscale_to: int = 256, total_steps: int | None = None):
-        self.every = _check_positive_int(every, "every")
-        self.upscale_to = _check_positive_int(upscale_to, "upscale_to")
+        self.every = positive_int(every, "every")
+        self.upscale_to = positive_int(upscale_to, "upscale_to")
         self.total_steps = total_steps
         self.enabled = _in_notebook()
         self.closed = False

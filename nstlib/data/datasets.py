@@ -50,6 +50,7 @@ from .download import DownloadError, download, sha256_file
 from ..fileio import atomic_write_json
 from ..images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from .labelme import LABELME_URL, download_labelme
+from ..validate import optional_positive_int, positive_int
 
 __all__ = [
     "ARCHIVES",
@@ -171,6 +172,10 @@ def dataset_dir(name: str) -> Path:
 # pixels: shorter side to size, then the centre square
 
 
+_SIZE_HINT = " (the side of the square images in pixels)"
+_N_HINT = " (how many images to use; None for all)"
+
+
 def resize_shorter(image: torch.Tensor, size: int) -> torch.Tensor:
     """Resize ``[B, 3, H, W]`` so that the shorter side is ``size`` (aspect kept).
 
@@ -200,18 +205,6 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} image")
     top, left = (height - size) // 2, (width - size) // 2
     return image[..., top:top + size, left:left + size]
-
-
-def _check_size(size) -> int:
-    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"size={size!r} must be a positive integer (the side of the square images in pixels)")
-    return int(size)
-
-
-def _check_n(n) -> int | None:
-    if n is not None and (not isinstance(n, numbers.Integral) or isinstance(n, bool) or n <= 0):
-        raise ValueError(f"n={n!r} must be a positive integer (how many images to use) or None for all")
-    return None if n is None else int(n)
 
 
 def load_square(path: str | os.PathLike, size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -291,8 +284,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, size: int = 256, *, extensions=IMAGE_EXTENSIONS,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, n: int | None = None):
         self.root = Path(root).expanduser()
-        self.size = config.cap_size(_check_size(size))
-        n = _check_n(n)
+        self.size = config.cap_size(positive_int(size, "size", _SIZE_HINT))
+        n = optional_positive_int(n, "n", _N_HINT)
         if isinstance(extensions, str) or not all(isinstance(e, str) and e.startswith(".") for e in extensions):
             raise ValueError(f"extensions={extensions!r} must be a tuple of suffixes such as ('.jpg', '.png')")
         self.extensions = tuple(e.lower() for e in extensions)
@@ -353,7 +346,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
         self.length, self.seed = int(length), int(seed)
-        self.size = config.cap_size(_check_size(size))
+        self.size = config.cap_size(positive_int(size, "size", _SIZE_HINT))
 
     def __len__(self) -> int:
         return self.length
@@ -404,8 +397,8 @@ def open_dataset(source: str | os.PathLike, size: int = 256, *, n: int | None = 
     and a note instead and returns ``SyntheticDataset(n or 64, size)`` (no network).
     ``n`` keeps the first ``n`` images (sorted order). In quick mode ``size`` is capped at 64.
     """
-    size = _check_size(size)
-    n = _check_n(n)
+    size = positive_int(size, "size", _SIZE_HINT)
+    n = optional_positive_int(n, "n", _N_HINT)
     if isinstance(source, str) and source in DATASETS:
         if source == "synthetic":
             return SyntheticDataset(n or 64, size)

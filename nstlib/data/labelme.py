@@ -55,6 +55,7 @@ from .. import config
 from .download import DownloadError, download, sha256_file
 from ..fileio import atomic_write_json, atomic_write_text
 from ..images import DEFAULT_MAX_PIXELS
+from ..validate import whole_number
 
 __all__ = [
     "LABELME_URL",
@@ -311,13 +312,6 @@ class _Crawl:
         return {"folder": folder, "file": file, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value!r} must be a whole number {bound}")
-    return value
-
-
 def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, base_url: str = LABELME_URL,
                      workers: int = 4, retries: int = 3, backoff: float = 1.0, timeout: float = 30,
                      progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
@@ -342,8 +336,8 @@ def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, b
     images (what was fetched stays recorded: call again to resume), and
     :class:`~nstlib.DownloadError` when the root listing cannot be read.
     """
-    n = _check_int("n", n, 1)
-    workers = _check_int("workers", workers, 1, MAX_WORKERS)
+    n = whole_number(n, "n")
+    workers = whole_number(workers, "workers", high=MAX_WORKERS)
     dest = Path(dest).expanduser() if dest is not None else default_dir()
     if not isinstance(base_url, str) or not base_url.lower().startswith(("http://", "https://")):
         raise ValueError(f"base_url={base_url!r} must be an http(s) URL of a directory listing")
@@ -361,71 +355,81 @@ def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, b
         return dest
     dest.mkdir(parents=True, exist_ok=True)
 
-    fetched = 0  # images present after this run among the candidates (recorded earlier or fetched now)
-    exhausted = False
-    unsaved = 0
     with tempfile.TemporaryDirectory(prefix=".listing-", dir=dest) as tmp, \
             tqdm(total=n, unit="img", desc="LabelMe", disable=not progress) as bar:
         crawl = _Crawl(dest, base_url, workers, retries, backoff, timeout, max_pixels, Path(tmp))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labelme")
-        pending: dict[Future, tuple[str, str]] = {}
-        seen: set[tuple[str, str]] = set()
-        candidates = crawl.candidates()
-
-        def collect(future: Future) -> None:
-            nonlocal fetched, unsaved
-            folder, file = pending.pop(future)
-            try:
-                entry = future.result()
-            except _Failed as error:
-                crawl.failures.append({"folder": folder, "file": file, "url": crawl.url(folder, file),
-                                       "reason": str(error)})
-                bar.set_postfix(failed=len(crawl.failures))
-                return
-            entries[(folder, file)] = entry
-            fetched += 1
-            unsaved += 1
-            bar.update(1)
-
-        try:
-            while True:
-                # keep up to 2 * workers requests queued, never more than needed to reach n
-                while not exhausted and fetched + len(pending) < n and len(pending) < 2 * workers:
-                    try:
-                        key = next(candidates)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    if key in entries and _present(dest, entries[key]):
-                        fetched += 1
-                        bar.update(1)
-                        continue
-                    pending[pool.submit(crawl.fetch, *key)] = key
-                if not pending:
-                    break
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for future in done:
-                    collect(future)
-                if unsaved >= SAVE_EVERY:
-                    _write_manifest(dest, entries)
-                    unsaved = 0
-        finally:
-            for future in list(pending):
-                if not future.cancel():
-                    try:
-                        future.exception()  # wait for a running download, then keep its result
-                    except BaseException:
-                        continue
-                    collect(future)
-            pool.shutdown(wait=True)
-            _write_manifest(dest, entries)
-            atomic_write_json(dest / FAILED_NAME, crawl.failures)
-
+        fetched, exhausted = _crawl_into(crawl, entries, n, workers, bar)
     _report(dest, n, fetched, crawl.failures, exhausted, base_url)
     return dest
+
+
+def _crawl_into(crawl: _Crawl, entries: dict, n: int, workers: int, bar) -> tuple[int, bool]:
+    """Fetch candidates with ``workers`` threads until ``n`` images are present or the listing ends.
+
+    ``entries`` (the manifest, updated in place) is saved every :data:`SAVE_EVERY` images and at
+    the end, with ``failed.json``, whatever happens. Returns ``(images present, listing exhausted)``.
+    """
+    dest = crawl.dest
+    fetched = 0  # images present after this run among the candidates (recorded earlier or fetched now)
+    exhausted = False
+    unsaved = 0
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labelme")
+    pending: dict[Future, tuple[str, str]] = {}
+    seen: set[tuple[str, str]] = set()
+    candidates = crawl.candidates()
+
+    def collect(future: Future) -> None:
+        nonlocal fetched, unsaved
+        folder, file = pending.pop(future)
+        try:
+            entry = future.result()
+        except _Failed as error:
+            crawl.failures.append({"folder": folder, "file": file, "url": crawl.url(folder, file),
+                                   "reason": str(error)})
+            bar.set_postfix(failed=len(crawl.failures))
+            return
+        entries[(folder, file)] = entry
+        fetched += 1
+        unsaved += 1
+        bar.update(1)
+
+    try:
+        while True:
+            # keep up to 2 * workers requests queued, never more than needed to reach n
+            while not exhausted and fetched + len(pending) < n and len(pending) < 2 * workers:
+                try:
+                    key = next(candidates)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if key in seen:
+                    continue
+                seen.add(key)
+                if key in entries and _present(dest, entries[key]):
+                    fetched += 1
+                    bar.update(1)
+                    continue
+                pending[pool.submit(crawl.fetch, *key)] = key
+            if not pending:
+                break
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                collect(future)
+            if unsaved >= SAVE_EVERY:
+                _write_manifest(dest, entries)
+                unsaved = 0
+    finally:
+        for future in list(pending):
+            if not future.cancel():
+                try:
+                    future.exception()  # wait for a running download, then keep its result
+                except BaseException:
+                    continue
+                collect(future)
+        pool.shutdown(wait=True)
+        _write_manifest(dest, entries)
+        atomic_write_json(dest / FAILED_NAME, crawl.failures)
+    return fetched, exhausted
 
 
 def _report(dest: Path, n: int, fetched: int, failures: list[dict], exhausted: bool, base_url: str) -> None:

@@ -25,6 +25,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..validate import positive_int
+
 __all__ = ["STANDIN_SIZE", "content_standin", "style_standin"]
 
 STANDIN_SIZE = 256
@@ -36,13 +38,6 @@ def _rng(kind: str, name: str) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(f"{kind}:{name}".encode("utf-8")))
 
 
-def _check_size(width, height) -> tuple[int, int]:
-    for label, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{label}={value!r} must be a positive whole number of pixels")
-    return int(width), int(height)
-
-
 def content_standin(name: str, width: int, height: int) -> Image.Image:
     """A deterministic RGB scene of ``width`` x ``height`` pixels, varied by ``name``.
 
@@ -51,7 +46,7 @@ def content_standin(name: str, width: int, height: int) -> Image.Image:
     and one to three houses (wall, roof, door, lit windows, dark outlines) on the
     bank away from the river.
     """
-    width, height = _check_size(width, height)
+    width, height = positive_int(width, "width", " (pixels)"), positive_int(height, "height", " (pixels)")
     rng = _rng("content", name)
     w, h = width, height
     horizon = rng.uniform(0.45, 0.6) * h
@@ -138,7 +133,7 @@ def style_standin(name: str, width: int, height: int) -> Image.Image:
     ``1 + 0.25 sin(2 pi F (u cos theta + v sin theta) + 3 t)`` with ``F`` 22-32 cycles
     per longer side: parallel strokes bent by the same swirls.
     """
-    width, height = _check_size(width, height)
+    width, height = positive_int(width, "width", " (pixels)"), positive_int(height, "height", " (pixels)")
     rng = _rng("style", name)
     side = max(width, height)
     y, x = np.mgrid[0:height, 0:width].astype(np.float64) / side
