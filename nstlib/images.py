@@ -244,12 +244,14 @@ def _from_pil(img: Image.Image, size: int | None, name: str) -> torch.Tensor:
         img = ImageOps.exif_transpose(img)
     except (SyntaxError, ValueError, KeyError, TypeError, struct.error) as error:  # broken EXIF, not pixels
         warnings.warn(f"{name}: ignoring its unreadable EXIF orientation ({error})", stacklevel=3)
+    extrema = img.getextrema() if img.mode == "I" else None  # of the full image, for the stretch below
+    img = _reduce(img, size)
     mode = img.mode
     if mode in _UINT16_MODES:
         return _from_float_hwc(np.asarray(img).astype(np.float32)[..., None] / 65535.0, size)
     if mode == "I":
         values = np.asarray(img).astype(np.float64)
-        low, high = float(values.min()), float(values.max())
+        low, high = extrema if extrema is not None else (float(values.min()), float(values.max()))
         if low >= 0 and high <= 65535:
             values = values / 65535.0
         else:
@@ -274,6 +276,29 @@ def _from_pil(img: Image.Image, size: int | None, name: str) -> torch.Tensor:
         rgb = rgb.resize(new_size, Image.Resampling.BICUBIC)
     array = np.asarray(rgb).astype(np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _reduce(img: Image.Image, size: int | None) -> Image.Image:
+    """``img`` shrunk in Pillow by an integer factor ``f = long // (2 * size)`` when ``f >= 2``.
+
+    Memory then stays near the decoded image plus the output, whatever the mode: 16-bit, alpha and
+    float images are otherwise converted to float32 at full size before resizing (a 9999x9999 'LA'
+    PNG took 5 GB). The box average keeps at least twice ``size`` pixels on the longer side, and the
+    exact antialiased resize still happens afterwards in float (:func:`resize`). Alpha is averaged
+    premultiplied (``La``/``RGBa``), so fully transparent pixels give no colour to their neighbours.
+    """
+    if size is None or max(img.size) // (2 * size) < 2:
+        return img
+    factor = max(img.size) // (2 * size)
+    if img.mode in _UINT16_MODES:
+        img = img.convert("I")  # exact: 16-bit values fit in int32, and Pillow reduces "I"
+    elif img.mode in ("P", "PA", "1") or ("transparency" in img.info and img.mode not in _ALPHA_MODES):
+        has_alpha = img.mode == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else ("L" if img.mode == "1" else "RGB"))
+    premultiplied = {"RGBA": "RGBa", "LA": "La"}.get(img.mode)
+    if premultiplied:
+        return img.convert(premultiplied).reduce(factor).convert(img.mode)
+    return img.reduce(factor)
 
 
 def _from_array(array: np.ndarray, size: int | None) -> torch.Tensor:

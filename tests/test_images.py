@@ -439,3 +439,53 @@ def test_unreadable_file_and_broken_exif(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"locked\.png: ignoring its unreadable EXIF orientation"):
         out = as_hwc(load_image(path))
     np.testing.assert_array_equal(out, np.broadcast_to([0.0, 0.0, 1.0], (2, 3, 3)))
+
+
+_MEMORY_PROBE = """
+import resource, sys
+import nstlib
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = nstlib.load_image(sys.argv[1], 256)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(tuple(out.shape), grown * 1024, float(out.mean()))
+"""
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA", "I;16"])
+def test_large_alpha_and_16bit_images_are_shrunk_before_float_conversion(tmp_path, mode):
+    """A 4000x4000 image loaded at 256 px: the old path converted it to float32 RGBA at full size
+    (16e6 px x 4 channels x 4 bytes = 256 MB per copy, several copies: 0.8 GB for 'LA'). Now the
+    process grows by less than one such copy, and the picture is what a full-size load gives."""
+    import subprocess
+
+    side = 4000
+    if mode == "I;16":
+        values = (np.arange(side, dtype=np.int64)[None, :] * 16 % 65536).astype(np.uint16).repeat(side, 0)
+        Image.fromarray(values).save(tmp_path / "big.png")
+    else:
+        colour = (90, 255) if mode == "LA" else (200, 10, 10, 128)
+        Image.new(mode, (side, side), colour).save(tmp_path / "big.png")
+    run = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path / "big.png")],
+                         capture_output=True, text=True, check=True)
+    shape, grown, mean = run.stdout.split(") ")[0] + ")", *map(float, run.stdout.split(") ")[1].split())
+    assert shape == "(1, 3, 256, 256)"
+    assert grown < side * side * 4 * 4, f"{mode}: the process grew by {grown / 2**20:.0f} MiB"
+    # oracle: the same picture from a small copy of the file, loaded the old (unreduced) way
+    small = Image.open(tmp_path / "big.png").resize((256, 256), Image.Resampling.NEAREST)
+    small.save(tmp_path / "small.png")
+    assert abs(mean - float(load_image(tmp_path / "small.png").mean())) < 2e-3
+
+
+def test_reducing_first_matches_a_full_size_load_for_alpha_images(tmp_path):
+    """Premultiplied averaging: a transparent red half must not tint the white composite."""
+    rgba = np.zeros((400, 600, 4), dtype=np.uint8)
+    rgba[:, :300] = (255, 0, 0, 0)            # invisible red: white once composited
+    rgba[:, 300:] = (0, 0, 255, 255)          # opaque blue
+    ramp = np.linspace(0, 255, 600).astype(np.uint8)
+    rgba[..., 3] = np.where(np.arange(600) < 300, 0, np.maximum(ramp, 1))[None, :]
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    reduced = load_image(tmp_path / "alpha.png", 60)            # factor 600 // 120 = 5, then bicubic
+    full = images.resize(load_image(tmp_path / "alpha.png"), 60)  # float composite at full size, then resize
+    assert reduced.shape == full.shape == (1, 3, 40, 60)
+    assert float((reduced - full).abs().max()) < 0.03
+    assert float(reduced[0, :, :, :25].min()) > 0.99             # the transparent half stays white
