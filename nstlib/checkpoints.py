@@ -1,4 +1,4 @@
-"""Checkpoint formats: save and load a :class:`~nstlib.TransformerNet`, read other layouts.
+"""Checkpoint formats: save and load a :class:`~nstlib.TransformerNet`, read other layouts, resume training.
 
 * :func:`save_transform_net` writes ``{"format", "version", "config", "state_dict",
   "metadata"}`` atomically; :func:`load_transform_net` reads it back, and also reads a
@@ -7,17 +7,49 @@
 * Every file is read with ``torch.load(weights_only=True)``: a checkpoint holds only tensors,
   numbers, strings, lists and dicts, never pickled Python objects.
 
-Training checkpoints (resume after a disconnect) are :mod:`nstlib.resume`.
+Training checkpoints, the files :func:`nstlib.train_transform_net` writes so that a run
+survives a disconnect and resumes exactly, are the second half of this module. The folder
+(``checkpoint_dir``)::
+
+    step_000500.pth, step_001000.pth, ...   every `checkpoint_every` steps and at the end;
+                                            only the newest `keep_checkpoints` are kept
+    latest.pth                              a copy of the newest one
+    samples/step_000500.png, ...            sample grids (written by the training loop)
+
+Every file is written atomically (temporary file + :func:`os.replace`), so a disconnect never
+leaves a half-written checkpoint behind. A training checkpoint (:func:`train_checkpoint`) is a
+dict that loads with ``torch.load(path, weights_only=True)``::
+
+    kind            "nstlib.train_checkpoint"      version   1
+    config          TransformerNet config           model     its state dict (CPU tensors)
+    optimizer       Adam's state dict               scaler    GradScaler's state dict ({} if unused)
+    step            optimiser steps done            epoch     epochs completed before the current one
+    batch_in_epoch  batches of the current epoch already used
+    data_seed       the seed of the data order     rng       torch CPU/CUDA, Python and NumPy RNG states
+    history         the loss history (float64 tensors)
+    settings        every setting (see TrainResult.settings)
+    metadata        {"trainer": ..., "step": ..., "settings": ...}
+
+so :func:`load_transform_net` reads it directly (layout 2 there). Resuming restores the
+weights, Adam's moments, the data position and every global RNG state
+(:func:`restore_train_state`), after :func:`check_resume` has compared the settings that
+change the result (:data:`RESUME_MUST_MATCH`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
+import random
 import re
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from .fileio import atomic_write
@@ -27,11 +59,28 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "LATEST",
+    "RESUME_MUST_MATCH",
+    "TRAIN_CHECKPOINT_KIND",
+    "TRAIN_CHECKPOINT_VERSION",
     "check_plain",
+    "check_resume",
     "convert_examples_state_dict",
     "examples_key_map",
+    "history_lists",
+    "history_tensors",
+    "latest_train_checkpoint",
     "load_transform_net",
+    "read_train_checkpoint",
+    "restore_train_state",
+    "rng_states",
     "save_transform_net",
+    "set_rng_states",
+    "step_files",
+    "style_fingerprint",
+    "to_cpu",
+    "train_checkpoint",
+    "write_train_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "nstlib.transform_net"
@@ -310,3 +359,194 @@ def load_transform_net(path: str | os.PathLike, map_location: Any = "cpu") -> Tr
                               f"expected {_EXPECTED}. It may be truncated (an interrupted download or copy) "
                               "or another kind of file: delete it and fetch or save it again") from error
     return _from_object(obj, str(path))
+
+
+# --------------------------------------------------------------------------------------
+# training checkpoints: write, find, read and resume (see the module docstring)
+
+TRAIN_CHECKPOINT_KIND = "nstlib.train_checkpoint"
+"""Value of the ``"kind"`` key of a training checkpoint (:func:`train_checkpoint`)."""
+
+TRAIN_CHECKPOINT_VERSION = 1
+"""Version written by :func:`train_checkpoint`; :func:`read_train_checkpoint` reads versions <= this."""
+
+LATEST = "latest.pth"
+"""A copy of the newest step checkpoint in a checkpoint folder."""
+
+_STEP_FILE = re.compile(r"^step_(\d+)\.pth$")
+
+RESUME_MUST_MATCH = (
+    "style_sha256", "image_size", "style_size", "batch_size", "content_layers", "style_layers",
+    "layer_weights", "content_weight", "style_weight", "tv_weight", "lr", "upsample", "weights",
+    "seed", "dataset_length",
+)
+"""Settings a resumed run must share with its checkpoint (the others, e.g. ``steps``, ``amp``,
+``device``, ``checkpoint_every``, may change)."""
+
+
+def rng_states() -> dict[str, Any]:
+    """Global RNG states (torch CPU and CUDA, Python, NumPy) as tensors, numbers and lists,
+    so that ``torch.load(weights_only=True)`` can read them back."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(cuda),
+        "python": [version, list(internal), gauss],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Restore the global RNG states :func:`rng_states` captured (CUDA only with as many GPUs as then)."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(states["cuda"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+
+
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor copied to the CPU (so a checkpoint loads on machines without a GPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {key: to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(item) for item in value)
+    return value
+
+
+def history_tensors(history: Mapping[str, list[float]]) -> dict[str, torch.Tensor]:
+    """The loss history's lists as float64 tensors (compact, and readable with ``weights_only=True``)."""
+    return {key: torch.tensor(values, dtype=torch.float64) for key, values in history.items()}
+
+
+def history_lists(history: Mapping[str, torch.Tensor], keys: Sequence[str]) -> dict[str, list[float]]:
+    """The inverse of :func:`history_tensors` for ``keys`` (those present); ``"step"`` as ints."""
+    out = {key: [float(v) for v in history[key].tolist()] for key in keys if key in history}
+    out["step"] = [int(v) for v in out.get("step", [])]
+    return out
+
+
+def style_fingerprint(images: Sequence[torch.Tensor]) -> str:
+    """SHA-256 of the style images' shapes and float32 pixels (to recognise the style on resume)."""
+    digest = hashlib.sha256()
+    for image in images:
+        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        digest.update(repr(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def train_checkpoint(net: TransformerNet, optimizer: torch.optim.Optimizer, scaler: Any, *, step: int,
+                     steps_per_epoch: int, seed: int, history: Mapping[str, list[float]],
+                     settings: Mapping[str, Any]) -> dict:
+    """The training checkpoint after ``step`` optimiser steps (layout in the module docstring).
+
+    Everything is copied to the CPU; the global RNG states are captured now.
+    """
+    plain = dict(settings)
+    return {
+        "kind": TRAIN_CHECKPOINT_KIND,
+        "version": TRAIN_CHECKPOINT_VERSION,
+        "config": net.config,
+        "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "optimizer": to_cpu(optimizer.state_dict()),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "epoch": step // steps_per_epoch,
+        "batch_in_epoch": step % steps_per_epoch,
+        "data_seed": int(seed),
+        "rng": rng_states(),
+        "history": history_tensors(history),
+        "settings": plain,
+        "metadata": {"trainer": "nstlib.train_transform_net", "step": step, "settings": plain},
+    }
+
+
+def step_file(directory: Path, step: int) -> Path:
+    """``directory/step_<step, 6 digits>.pth``."""
+    return directory / f"step_{step:06d}.pth"
+
+
+def step_files(directory: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``step_*.pth`` in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()]
+    return sorted(found)
+
+
+def write_train_checkpoint(directory: Path, step: int, payload: dict, keep: int) -> Path:
+    """Write ``step_<step>.pth`` and ``latest.pth`` atomically, then prune to the newest ``keep`` step files."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    path = atomic_write(step_file(directory, step), lambda f: f.write(data))
+    atomic_write(directory / LATEST, lambda f: f.write(data))
+    files = step_files(directory)
+    for old_step, old in files[:-keep]:
+        if old_step < step:  # never the file just written, which is the newest
+            old.unlink(missing_ok=True)
+    return path
+
+
+def read_train_checkpoint(path: Path) -> dict:
+    """A training checkpoint (``weights_only=True``); ValueError for another file or a newer version."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("kind") != TRAIN_CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a training checkpoint of nstlib.train_transform_net")
+    if state.get("version", 0) > TRAIN_CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by a newer nstlib (version {state.get('version')}): upgrade nstlib")
+    return state
+
+
+def latest_train_checkpoint(directory: Path, *, stacklevel: int = 2) -> tuple[Path, dict] | None:
+    """The newest readable checkpoint in ``directory`` as ``(path, state)``, or None.
+
+    Unreadable newer ones (e.g. cut by a disconnect) are renamed to ``*.unreadable`` with a
+    ``RuntimeWarning`` (``stacklevel`` as in :func:`warnings.warn`, counted from this function).
+    """
+    for _, path in reversed(step_files(directory)):
+        try:
+            return path, read_train_checkpoint(path)
+        except Exception as error:  # a truncated or foreign file: set it aside, fall back to the previous one
+            aside = path.with_name(path.name + ".unreadable")
+            os.replace(path, aside)
+            warnings.warn(f"{path} cannot be read ({type(error).__name__}: {error}); renamed it to {aside.name} "
+                          "and resumed from the previous checkpoint", RuntimeWarning, stacklevel=stacklevel)
+    return None
+
+
+def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
+    """Raise ValueError listing every setting in :data:`RESUME_MUST_MATCH` that differs from the checkpoint."""
+    differences = []
+    for key in RESUME_MUST_MATCH:
+        if saved.get(key) != current.get(key):
+            if key == "style_sha256":
+                differences.append("the style image differs (other file, size or style_size)")
+            else:
+                differences.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
+    if differences:
+        raise ValueError(f"cannot resume from {path}: settings differ from the checkpoint's ("
+                         + "; ".join(differences) + "). Use the checkpoint's settings, or a new checkpoint_dir "
+                         "to start a new run")
+
+
+def restore_train_state(state: Mapping[str, Any], net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        scaler: Any, history_keys: Sequence[str]) -> tuple[dict[str, list[float]], int]:
+    """Load a training checkpoint into ``net``, ``optimizer`` and ``scaler`` and restore the global
+    RNG states (last, so nothing built afterwards draws from them); returns ``(history, step)``."""
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    history = history_lists(state["history"], history_keys)
+    step = int(state["step"])
+    set_rng_states(state["rng"])
+    return history, step

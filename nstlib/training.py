@@ -9,45 +9,62 @@ network's output ``y = f(x)`` is scored by the perceptual loss (:mod:`nstlib.per
             + tv_weight      * TV(y)
 
 averaged over the batch, and Adam updates the weights of ``f`` (VGG19 stays frozen).
-:func:`train_transform_net` adds what a course needs around that loop: a progress bar, a loss
-history, atomic checkpoints that survive a Colab disconnect, exact resumption, sample images, a
-callback for live plots, mixed precision on GPUs and a clear stop when the loss blows up.
+:func:`train_transform_net` reads top to bottom as that algorithm, one small named step each:
 
-Checkpoint folder layout (``checkpoint_dir``)::
+1. check the arguments (:func:`_check_data_and_loss`, :func:`_check_run_controls`);
+2. set up: quick mode's caps, the device, the data, the style images (:func:`_set_up`);
+3. build the network, the loss and Adam, fresh or from a checkpoint (:func:`_find_checkpoint`,
+   :func:`_build`);
+4. for each batch (:func:`_train`): forward, perceptual loss, backward, Adam step
+   (:func:`_train_step`); record the losses (:func:`_record`); then samples, checkpoint, progress
+   and callback (:func:`_after_step`);
+5. return a :class:`TrainResult`.
 
-    step_000500.pth, step_001000.pth, ...   every `checkpoint_every` steps and at the end;
-                                            only the newest `keep_checkpoints` are kept
-    latest.pth                              a copy of the newest one
-    samples/step_000500.png, ...            sample grids (with `sample_images`)
+Around that loop it adds what a course needs: a progress bar, a loss history, atomic checkpoints
+that survive a Colab disconnect and resume exactly (formats and resumption:
+:mod:`nstlib.checkpoints`), sample images, a callback for live plots, mixed precision on GPUs and
+a clear stop when the loss blows up.
 
-Every file is written atomically (temporary file + :func:`os.replace`), so a disconnect never
-leaves a half-written checkpoint behind. A checkpoint is a dict that loads with
-``torch.load(path, weights_only=True)``::
+Default loss weights
+--------------------
+``content_weight=1e5, style_weight=1e10, tv_weight=0`` are the defaults of pytorch/examples'
+``fast_neural_style``, whose loss is term for term ours, so they need no conversion:
 
-    kind            "nstlib.train_checkpoint"      version   1
-    config          TransformerNet config           model     its state dict (CPU tensors)
-    optimizer       Adam's state dict               scaler    GradScaler's state dict ({} if unused)
-    step            optimiser steps done            epoch     epochs completed before the current one
-    batch_in_epoch  batches of the current epoch already used
-    data_seed       the seed of the data order     rng       torch CPU/CUDA, Python and NumPy RNG states
-    history         the loss history (float64 tensors)
-    settings        every setting (see TrainResult.settings)
-    metadata        {"trainer": ..., "step": ..., "settings": ...}
+* input: it scales pixels 0..255 by 1/255 and applies the same ImageNet mean/std
+  normalisation before torchvision's VGG, so its features are those of our [0, 1] images;
+* Gram matrix ``F F^T / (C H W)``, as :func:`~nstlib.gram_matrix`;
+* style term ``sum_l MSELoss(G_l, A_l) = sum_l (1/C_l^2) ||G_l - A_l||_F^2`` (batch mean):
+  exactly our default style layer weights ``1/C^2``;
+* content term: the feature MSE, our :func:`~nstlib.content_loss`; no TV term.
 
-so :func:`nstlib.transform_net.load_transform_net` reads it directly (layout 2 there).
+Cross-check with rrmina/fast-neural-style-pytorch, whose VGG19 outputs the seed's code
+copies: the same Gram and MSE, but Caffe VGG weights fed BGR pixels 0..255 minus the mean
+pixel (no division by the standard deviation), content weight 17 and style weight 50 (its
+mosaic model; 5 to 80 for the others). Its network input is ``k = 255 * 0.226 = 57.6``
+times ours; to first order (a ReLU network scales with its input) features scale by
+``k``, a feature MSE by ``k^2`` and a Gram difference squared by ``k^4``, so in our units
+content ``17 k^2 = 5.6e4`` and style ``50 k^4 = 5.5e8`` (``5.5e7 .. 8.8e8`` over its
+models): content within a factor 2 of 1e5, style 11 to 180 times smaller than 1e10. The two
+VGG weight sets were trained separately, so only the order of magnitude carries over; we
+take pytorch/examples' exact values. Both projects use VGG16 with the content at relu2_2;
+with other layers (the VGG19 defaults here) the balance shifts, so tune ``style_weight`` by
+factors of 10 while watching the samples (larger: more style). The history's ``content``
+and ``style`` columns are unweighted; multiply by the weights to compare their shares.
+
+Mixed precision
+---------------
+``amp`` works on CUDA only (ignored on the CPU and MPS): ``True`` picks bfloat16 on GPUs of
+compute capability 8.0 or newer (A100, L4, H100) and float16 on older ones (Colab's T4);
+``"float16"`` / ``"bfloat16"`` force one; ``False`` trains in float32. float16 steps go through
+a ``GradScaler`` (loss scaling against gradient underflow); bfloat16 has float32's exponent
+range and needs none. The Gram matrices and the losses are always float32.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
-import numbers
 import os
-import random
-import re
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -55,21 +72,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import config
-from .fileio import atomic_write
+from .checkpoints import (
+    TRAIN_CHECKPOINT_KIND,
+    check_resume,
+    latest_train_checkpoint,
+    restore_train_state,
+    save_transform_net,
+    step_files,
+    style_fingerprint,
+    train_checkpoint,
+    write_train_checkpoint,
+)
+from .config import get_device, set_seed
+from .fast import stylize_images
+from .images import load_image, save_image
 from .layers import downsampling, resolve_layers
 from .perceptual import PerceptualLoss, check_weight
 from .plotting import plot_losses
-from .checkpoints import save_transform_net
-from .fast import stylize_images
 from .transform_net import MIN_SIZE, UPSAMPLE_MODES, TransformerNet
-from .config import get_device, set_seed
+from .validate import non_negative_int, positive_int
 
 __all__ = [
     "CHECKPOINT_KIND",
@@ -95,19 +122,11 @@ DEFAULT_TV_WEIGHT = 0.0
 HISTORY_KEYS = ("step", "total", "content", "style", "tv", "seconds", "lr")
 """Keys of the loss history: one value per optimiser step."""
 
-CHECKPOINT_KIND = "nstlib.train_checkpoint"
-CHECKPOINT_VERSION = 1
-LATEST = "latest.pth"
-SAMPLES = "samples"
-_STEP_FILE = re.compile(r"^step_(\d+)\.pth$")
+CHECKPOINT_KIND = TRAIN_CHECKPOINT_KIND
+"""The ``"kind"`` of the checkpoints :func:`train_transform_net` writes (:mod:`nstlib.checkpoints`)."""
 
-RESUME_MUST_MATCH = (
-    "style_sha256", "image_size", "style_size", "batch_size", "content_layers", "style_layers",
-    "layer_weights", "content_weight", "style_weight", "tv_weight", "lr", "upsample", "weights",
-    "seed", "dataset_length",
-)
-"""Settings a resumed run must share with its checkpoint (the others, e.g. ``steps``, ``amp``,
-``device``, ``checkpoint_every``, may change)."""
+SAMPLES = "samples"
+"""Sub-folder of ``checkpoint_dir`` for the sample grids."""
 
 Callback = Callable[[int, dict, "list[torch.Tensor] | None"], None]
 
@@ -155,7 +174,7 @@ class TrainResult:
         return {key: self.history[key][-1] for key in ("total", "content", "style", "tv") if self.history[key]}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the network alone with :func:`~nstlib.transform_net.save_transform_net` (settings as metadata)."""
+        """Save the network alone with :func:`~nstlib.checkpoints.save_transform_net` (settings as metadata)."""
         return save_transform_net(self.net, path, trainer="nstlib.train_transform_net", step=self.steps,
                                   settings=self.settings)
 
@@ -170,23 +189,472 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------------------
-# argument checks
+# training
 
 
-def _positive_int(value: Any, argument: str, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{argument}={value!r} must be a positive whole number{hint}")
-    return int(value)
+def train_transform_net(
+    style,
+    dataset,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 4,
+    image_size: int = 256,
+    content_weight: float = DEFAULT_CONTENT_WEIGHT,
+    style_weight: float = DEFAULT_STYLE_WEIGHT,
+    tv_weight: float = DEFAULT_TV_WEIGHT,
+    content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
+    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    layer_weights: Mapping | None = None,
+    lr: float = 1e-3,
+    upsample: str = "nearest",
+    weights: str | None = "imagenet",
+    style_size: int | None = None,
+    device=None,
+    amp: bool | str = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 3,
+    sample_every: int = 500,
+    sample_images=None,
+    callback: Callback | None = None,
+    log_every: int = 10,
+    resume: bool | str = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a :class:`TransformerNet` to paint ``style`` (Johnson et al. 2016); returns a :class:`TrainResult`.
+
+    Data: ``style`` is a style image, anything :func:`~nstlib.load_image` takes (path, URL, sample
+    name, tensor), or a list of them (their Gram targets are averaged), loaded with longer side
+    ``style_size`` (default ``image_size``, so brush strokes keep their size relative to the
+    crops). ``dataset``: a torch ``Dataset`` of ``[3, H, W]`` float images in [0, 1] (or tuples
+    starting with one), or a folder / name for :func:`nstlib.open_dataset` ("coco-val2017",
+    "labelme", "synthetic"); items are resized (shorter side) and centre-cropped to ``image_size``
+    squares, ``batch_size`` at a time. Give exactly one of ``steps`` (optimiser steps) and
+    ``epochs`` (``len(dataset) // batch_size`` steps each, the incomplete last batch dropped;
+    epoch ``e`` visits the data in :func:`epoch_order` ``(len, seed, e)``).
+
+    Loss (:mod:`nstlib.perceptual`): ``content_layers``, ``style_layers`` (either naming scheme);
+    ``layer_weights`` (default 1 for content, ``1/C^2`` for style); ``content_weight``,
+    ``style_weight``, ``tv_weight`` (pytorch/examples' defaults: why, and how to tune them, in the
+    module docstring); ``weights`` of VGG19 ("imagenet", or None for seeded random weights).
+    Optimisation: Adam with ``lr``; ``upsample`` ("nearest" or "transpose"); ``seed`` (global RNGs
+    via :func:`nstlib.set_seed` at a fresh start, initial weights, data order); ``device`` (None:
+    :func:`nstlib.get_device`); ``num_workers`` (DataLoader processes); ``amp`` (mixed precision on
+    CUDA: True picks bfloat16 or float16 by GPU, "float16" / "bfloat16" force one, False is
+    float32; see the module docstring).
+
+    Checkpoints (``checkpoint_dir``, e.g. on Google Drive; :mod:`nstlib.checkpoints`): every
+    ``checkpoint_every`` steps and at the end, the newest ``keep_checkpoints`` kept.
+    ``resume=True`` continues exactly from the newest readable one (weights, Adam, data position,
+    RNG states: N steps then a resumed run to 2N equal 2N at once, on the CPU with
+    ``num_workers=0``), so resume with the same call: ``steps``/``epochs`` is the *total*. The
+    settings in :data:`nstlib.checkpoints.RESUME_MUST_MATCH` must match the checkpoint's.
+    ``resume="auto"`` resumes when a checkpoint exists; without ``resume`` a folder that holds
+    checkpoints is refused (nothing is overwritten).
+
+    Monitoring: a progress bar (``progress``) with the mean losses of the last ``log_every`` steps.
+    ``sample_images`` (loaded at ``image_size``) are stylised every ``sample_every`` steps and at
+    the end, saved as ``samples/step_XXXXXX.png`` with ``checkpoint_dir``. ``callback(step, losses,
+    samples)`` runs every ``log_every`` steps and after the last: ``losses`` holds that step's
+    floats (``total content style tv seconds lr``), ``samples`` the stylised ``[1, 3, h, w]``
+    images when that step made them, else None. A NaN or infinite loss (or weight) raises
+    :class:`TrainingDivergedError` naming the step, the loss and the last good checkpoint; a bad
+    state is never saved. Quick mode caps ``steps``, ``image_size`` and ``style_size`` and uses
+    random VGG19 weights.
+    """
+    options = _Options(**locals())  # every argument above, by name
+    started = time.perf_counter()
+    _check_data_and_loss(options)  # ValueErrors naming the argument, before anything slow
+    _check_run_controls(options)
+    plan = _set_up(options)  # quick mode's caps, device, data, style and sample images, settings
+    run = _build(options, plan, _find_checkpoint(options))  # network, loss, Adam: fresh or resumed
+    if run.step >= plan.total_steps:
+        if progress:
+            print(f"Nothing to train: the checkpoint is at step {run.step} and steps={plan.total_steps}")
+        plan.settings["seconds"] = run.seconds_before
+        return TrainResult(run.net.eval(), run.history, run.last_path, plan.settings)
+    _train(run)  # batch, forward, perceptual loss, backward, step, record; samples, checkpoints, callback
+    plan.settings["seconds"] = run.history["seconds"][-1] if run.history["seconds"] else 0.0
+    plan.settings["total_seconds"] = time.perf_counter() - started
+    return TrainResult(run.net, run.history, run.last_path, plan.settings)
 
 
-def _non_negative_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{argument}={value!r} must be a whole number >= 0")
-    return int(value)
+# --------------------------------------------------------------------------------------
+# the run's settings and state
+
+
+@dataclass
+class _Options:
+    """The arguments of :func:`train_transform_net`, by name; the two checks below validate them in place."""
+
+    style: Any
+    dataset: Any
+    steps: int | None
+    epochs: int | None
+    batch_size: int
+    image_size: int
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    content_layers: Sequence[str]
+    style_layers: Sequence[str]
+    layer_weights: Mapping | None
+    lr: float
+    upsample: str
+    weights: str | None
+    style_size: int | None
+    device: Any
+    amp: bool | str
+    checkpoint_dir: Any
+    checkpoint_every: int
+    keep_checkpoints: int
+    sample_every: int
+    sample_images: Any
+    callback: Callback | None
+    log_every: int
+    resume: bool | str
+    seed: int
+    num_workers: int
+    progress: bool
+
+
+@dataclass
+class _Plan:
+    """What :func:`_set_up` prepares: sizes after quick mode's caps, the device, the data, the images."""
+
+    image_size: int
+    style_size: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    data: Dataset
+    steps_per_epoch: int
+    total_steps: int
+    style_images: list[torch.Tensor]
+    samples_in: list[torch.Tensor] | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """One training run: its options and plan, the models, and where it stands (built by :func:`_build`)."""
+
+    options: _Options
+    plan: _Plan
+    net: TransformerNet
+    loss: PerceptualLoss
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    recent: deque  # (total, content, style) of the last log_every steps, for the progress bar
+    history: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    step: int = 0
+    last_path: Path | None = None
+    seconds_before: float = 0.0  # training time of the runs this one resumes
+    loop_started: float = 0.0
+
+    def seconds(self) -> float:
+        """Training time so far, across resumptions."""
+        return self.seconds_before + time.perf_counter() - self.loop_started
+
+
+# --------------------------------------------------------------------------------------
+# checks and set-up (before the first step)
+
+
+def _check_data_and_loss(o: _Options) -> None:
+    """Steps, sizes, layers and loss weights: a ValueError naming the argument, before anything slow."""
+    if (o.steps is None) == (o.epochs is None):
+        raise ValueError(f"give exactly one of steps= and epochs= (got steps={o.steps!r}, epochs={o.epochs!r})")
+    if o.steps is not None:
+        o.steps = positive_int(o.steps, "steps")
+    if o.epochs is not None:
+        o.epochs = positive_int(o.epochs, "epochs")
+    o.batch_size = positive_int(o.batch_size, "batch_size")
+    o.content_layers = resolve_layers(o.content_layers, "content_layers")
+    o.style_layers = resolve_layers(o.style_layers, "style_layers")
+    smallest = max(MIN_SIZE, max(downsampling(name) for name in o.content_layers + o.style_layers))
+    o.image_size = positive_int(o.image_size, "image_size")
+    if o.image_size < smallest:
+        raise ValueError(f"image_size={o.image_size} is too small: the transform net and the chosen VGG layers "
+                         f"need at least {smallest} px")
+    if o.style_size is not None:
+        o.style_size = positive_int(o.style_size, "style_size")
+        if o.style_size < smallest:
+            raise ValueError(f"style_size={o.style_size} is too small: the chosen VGG layers need at least "
+                             f"{smallest} px")
+    o.content_weight = check_weight(o.content_weight, "content_weight")
+    o.style_weight = check_weight(o.style_weight, "style_weight")
+    o.tv_weight = check_weight(o.tv_weight, "tv_weight")
+    o.lr = check_weight(o.lr, "lr")
+    if o.lr == 0:
+        raise ValueError("lr=0 must be greater than 0 (Adam's learning rate, 1e-3 by default)")
+    if o.upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample={o.upsample!r} must be one of {UPSAMPLE_MODES}")
+    if o.weights not in ("imagenet", None, "random"):
+        raise ValueError(f"weights={o.weights!r} must be 'imagenet' (pretrained) or None (seeded random weights)")
+
+
+def _check_run_controls(o: _Options) -> None:
+    """Precision, checkpoints, intervals, resume, seed, workers and callback (ValueErrors naming them)."""
+    if o.amp not in (True, False, "float16", "bfloat16"):
+        raise ValueError(f"amp={o.amp!r} must be True (automatic), False, 'float16' or 'bfloat16'")
+    o.checkpoint_every = positive_int(o.checkpoint_every, "checkpoint_every")
+    o.keep_checkpoints = positive_int(o.keep_checkpoints, "keep_checkpoints")
+    o.sample_every = positive_int(o.sample_every, "sample_every")
+    o.log_every = positive_int(o.log_every, "log_every")
+    if o.resume not in (False, True, "auto"):
+        raise ValueError(f"resume={o.resume!r} must be False, True or 'auto'")
+    if o.resume and o.checkpoint_dir is None:
+        raise ValueError(f"resume={o.resume!r} needs checkpoint_dir= (the folder the checkpoints were written to)")
+    o.seed = non_negative_int(o.seed, "seed")
+    o.num_workers = non_negative_int(o.num_workers, "num_workers")
+    if o.callback is not None and not callable(o.callback):
+        raise ValueError(f"callback={o.callback!r} must be a function callback(step, losses, samples) or None")
+    if o.checkpoint_dir is not None:
+        o.checkpoint_dir = Path(o.checkpoint_dir).expanduser()
+        if o.checkpoint_dir.exists() and not o.checkpoint_dir.is_dir():
+            raise ValueError(f"checkpoint_dir={str(o.checkpoint_dir)!r} is a file: pass a folder")
+
+
+def _set_up(o: _Options) -> _Plan:
+    """Quick mode's caps (the one place they apply), the device, the data and the style and sample images."""
+    image_size = config.cap_size(o.image_size)
+    style_size = config.cap_size(o.style_size) if o.style_size is not None else image_size
+    try:
+        device = get_device(None if o.device is None else str(o.device))  # checks that the device exists
+    except RuntimeError as error:  # torch.device's own message for a string it does not know
+        raise ValueError(f"device={o.device!r} is not a device: use 'cuda', 'mps', 'cpu' or None ({error})") from None
+    data = _open(o.dataset, image_size)
+    if len(data) < o.batch_size:
+        raise ValueError(f"dataset has {len(data)} images, fewer than batch_size={o.batch_size}: "
+                         "use a smaller batch_size or more images")
+    _as_image(data[0], "dataset[0]")  # a clear error now rather than inside the loop
+    per_epoch = len(data) // o.batch_size
+    styles = list(o.style) if isinstance(o.style, (list, tuple)) else [o.style]
+    if not styles:
+        raise ValueError("style is empty: give a style image")
+    plan = _Plan(
+        image_size=image_size, style_size=style_size, device=device, amp_dtype=_amp_dtype(o.amp, device),
+        data=data, steps_per_epoch=per_epoch,
+        total_steps=config.cap_steps(o.steps if o.steps is not None else o.epochs * per_epoch),
+        style_images=[load_image(s, style_size) for s in styles],
+        samples_in=_load_samples(o.sample_images, image_size) if o.sample_images is not None else None)
+    plan.settings = _settings(o, plan)
+    return plan
+
+
+def _settings(o: _Options, plan: _Plan) -> dict[str, Any]:
+    """Every setting, JSON-serialisable: :attr:`TrainResult.settings` and the checkpoints' ``settings``."""
+    return {
+        "style_sha256": style_fingerprint(plan.style_images),
+        "style_shapes": [list(s.shape) for s in plan.style_images],
+        "image_size": plan.image_size,
+        "style_size": plan.style_size,
+        "batch_size": o.batch_size,
+        "content_layers": o.content_layers,
+        "style_layers": o.style_layers,
+        "content_weight": o.content_weight,
+        "style_weight": o.style_weight,
+        "tv_weight": o.tv_weight,
+        "lr": o.lr,
+        "upsample": o.upsample,
+        "weights": "random" if o.weights in (None, "random") or config.quick_mode() else o.weights,
+        "seed": o.seed,
+        "dataset": type(plan.data).__name__,
+        "dataset_length": len(plan.data),
+        "steps_per_epoch": plan.steps_per_epoch,
+        "steps": plan.total_steps,
+        "epochs": o.epochs,
+        "device": str(plan.device),
+        "amp": str(plan.amp_dtype).removeprefix("torch.") if plan.amp_dtype is not None else None,
+        "checkpoint_dir": str(o.checkpoint_dir) if o.checkpoint_dir is not None else None,
+        "checkpoint_every": o.checkpoint_every,
+        "keep_checkpoints": o.keep_checkpoints,
+        "sample_every": o.sample_every,
+        "log_every": o.log_every,
+        "num_workers": o.num_workers,
+        "quick": config.quick_mode(),
+    }
+
+
+def _find_checkpoint(o: _Options) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from (``resume``), or None; refuses to start afresh over old checkpoints."""
+    if o.resume and o.checkpoint_dir is not None:
+        # the RuntimeWarning for an unreadable file points at the caller of train_transform_net
+        found = latest_train_checkpoint(o.checkpoint_dir, stacklevel=4)
+        if found is None and o.resume is True:
+            raise FileNotFoundError(f"resume=True but {o.checkpoint_dir} holds no checkpoint (step_*.pth): "
+                                    "start without resume=, or use resume='auto'")
+        return found
+    if o.checkpoint_dir is not None and step_files(o.checkpoint_dir):
+        raise ValueError(f"checkpoint_dir={str(o.checkpoint_dir)!r} already holds checkpoints of a run: pass "
+                         "resume=True to continue it, or choose another folder (or delete them) to start afresh")
+    return None
+
+
+def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None) -> _Run:
+    """The network, the perceptual loss with its style targets, Adam and the GradScaler; a fresh start
+    seeds the global RNGs first, a resumed one loads the checkpoint and its RNG states last."""
+    if checkpoint is None:
+        set_seed(o.seed)
+    net = TransformerNet(upsample=o.upsample)
+    loss = PerceptualLoss(o.content_layers, o.style_layers, content_weight=o.content_weight,
+                          style_weight=o.style_weight, tv_weight=o.tv_weight, layer_weights=o.layer_weights,
+                          weights=o.weights)
+    plan.settings["layer_weights"] = loss.layer_weights
+    net.to(plan.device)
+    loss.to(plan.device)
+    if plan.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    loss.set_style([s.to(plan.device) for s in plan.style_images])
+    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr)
+    scaler = _grad_scaler(plan.amp_dtype == torch.float16)
+    run = _Run(o, plan, net, loss, optimizer, scaler, recent=deque(maxlen=o.log_every))
+    if checkpoint is not None:
+        run.last_path, state = checkpoint
+        check_resume(state.get("settings", {}), plan.settings, run.last_path)
+        run.history, run.step = restore_train_state(state, net, optimizer, scaler, HISTORY_KEYS)
+        if o.progress:
+            print(f"Resuming from {run.last_path} (step {run.step} of {plan.total_steps})")
+    run.seconds_before = run.history["seconds"][-1] if run.history["seconds"] else 0.0
+    run.loop_started = time.perf_counter()
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# the loop and its steps
+
+
+def _train(run: _Run) -> None:
+    """One optimiser step per batch from ``run.step`` to ``total_steps``; the network ends in eval mode."""
+    o, plan = run.options, run.plan
+    autocast = (torch.autocast(device_type="cuda", dtype=plan.amp_dtype) if plan.amp_dtype is not None
+                else nullcontext())
+    bar = tqdm(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
+    run.net.train()
+    try:
+        for epoch, batch in _epoch_batches(run):
+            run.step += 1
+            values = _train_step(run, batch.to(plan.device, non_blocking=True), autocast)
+            losses = _record(run, values)
+            bar.update(1)
+            _after_step(run, epoch, losses, bar)
+    finally:
+        bar.close()
+    run.net.eval()
+
+
+def _epoch_batches(run: _Run):
+    """``(epoch, batch)`` from step ``run.step`` on: the rest of the current epoch, then whole epochs,
+    each in :func:`epoch_order`, until ``total_steps``."""
+    o, plan = run.options, run.plan
+    step = run.step
+    while step < plan.total_steps:
+        epoch, first = divmod(step, plan.steps_per_epoch)
+        count = min(plan.steps_per_epoch, first + plan.total_steps - step)
+        order = epoch_order(len(plan.data), o.seed, epoch)
+        for batch in _batches(plan.data, order, o.batch_size, first, count, plan.image_size, o.num_workers,
+                              o.seed, epoch, plan.device.type == "cuda"):
+            yield epoch, batch
+        step += count - first
+
+
+def _train_step(run: _Run, x: torch.Tensor, autocast) -> dict[str, float]:
+    """``y = f(x)``, the perceptual loss of ``y`` (content target: the features of ``x`` itself),
+    backward and an Adam step; returns the four losses as floats. A non-finite loss raises
+    :class:`TrainingDivergedError` before the backward pass, so the weights stay good.
+    ``autocast`` (mixed precision, or a no-op) covers the forward pass and the loss only."""
+    run.optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        y = run.net(x)
+        with torch.no_grad():  # the content targets: the VGG features of the input itself
+            features = run.loss.extractor(x)
+        losses = run.loss(y, content_targets={name: features[name] for name in run.options.content_layers})
+    values = {key: float(losses[key].detach()) for key in ("total", "content", "style", "tv")}
+    bad = [key for key in ("content", "style", "tv", "total") if not math.isfinite(values[key])]
+    if bad:
+        raise _diverged(run, bad, values)
+    run.scaler.scale(losses["total"]).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return values
+
+
+def _record(run: _Run, values: Mapping[str, float]) -> dict[str, float]:
+    """Append the step's losses, time and learning rate to the history; return them (the callback's ``losses``)."""
+    seconds = run.seconds()
+    lr = float(run.optimizer.param_groups[0]["lr"])
+    for key, value in (("step", run.step), *values.items(), ("seconds", seconds), ("lr", lr)):
+        run.history[key].append(value)
+    run.recent.append((values["total"], values["content"], values["style"]))
+    return {**values, "seconds": seconds, "lr": lr}
+
+
+def _after_step(run: _Run, epoch: int, losses: dict[str, float], bar) -> None:
+    """Samples every ``sample_every`` steps, a checkpoint every ``checkpoint_every``, the progress bar
+    and the callback every ``log_every``; each also after the last step."""
+    o, step = run.options, run.step
+    final = step == run.plan.total_steps
+    samples = None
+    if run.plan.samples_in is not None and (step % o.sample_every == 0 or final):
+        samples = _make_samples(run)
+    if step % o.checkpoint_every == 0 or final:
+        _save_checkpoint(run)
+    if step % o.log_every == 0 or final:
+        means = [sum(column) / len(run.recent) for column in zip(*run.recent)]
+        bar.set_postfix(epoch=epoch, total=f"{means[0]:.4g}", content=f"{means[1]:.4g}",
+                        style=f"{means[2]:.4g}", refresh=False)
+        if o.callback is not None:
+            o.callback(step, losses, samples)
+
+
+def _make_samples(run: _Run) -> list[torch.Tensor]:
+    """Stylise the sample images; with ``checkpoint_dir`` also save them as ``samples/step_XXXXXX.png``."""
+    outputs = stylize_images(run.net, run.plan.samples_in, batch_size=run.options.batch_size)
+    if run.options.checkpoint_dir is not None:
+        save_image(_sample_grid(run.plan.samples_in, outputs),
+                   run.options.checkpoint_dir / SAMPLES / f"step_{run.step:06d}.png")
+    return outputs
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Check that every weight is finite (else :class:`TrainingDivergedError`, nothing saved), then
+    write the checkpoint with ``checkpoint_dir`` (:func:`nstlib.checkpoints.write_train_checkpoint`)."""
+    if not all(torch.isfinite(p).all() for p in run.net.parameters()):
+        raise _diverged(run, ["network weights"], {"network weights": float("nan")})
+    o = run.options
+    if o.checkpoint_dir is not None:
+        run.plan.settings["seconds"] = run.seconds()
+        state = train_checkpoint(run.net, run.optimizer, run.scaler, step=run.step,
+                                 steps_per_epoch=run.plan.steps_per_epoch, seed=o.seed, history=run.history,
+                                 settings=run.plan.settings)
+        run.last_path = write_train_checkpoint(o.checkpoint_dir, run.step, state, o.keep_checkpoints)
+
+
+def _diverged(run: _Run, names: list[str], values: Mapping[str, float]) -> TrainingDivergedError:
+    """The error for a non-finite loss or weight at ``run.step``: what, where to resume, what to change."""
+    o, last = run.options, run.last_path
+    shown = ", ".join(f"{n}={values[n]}" for n in names)
+    where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+    amp = run.plan.amp_dtype is not None
+    precision = f"mixed precision ({run.plan.settings['amp']})" if amp else "float32"
+    return TrainingDivergedError(
+        f"training diverged at step {run.step}: {shown} is not finite. Nothing of this step was saved; {where}. "
+        f"Try a lower lr (now {o.lr:g}) or lower loss weights (content {o.content_weight:g}, style "
+        f"{o.style_weight:g}, tv {o.tv_weight:g})"
+        + (f", or amp=False (this run used {precision})" if amp else "")
+        + (", then resume=True" if last else ""),
+        run.step, names, last, {k: list(v) for k, v in run.history.items()})
+
+
+# --------------------------------------------------------------------------------------
+# mixed precision
 
 
 def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``, or None for float32 (see :func:`train_transform_net`)."""
+    """The autocast dtype for ``amp`` on ``device``, or None for float32 (see "Mixed precision" above)."""
     if amp is False or device.type != "cuda":
         return None
     if amp == "float16":
@@ -280,113 +748,6 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, first: int,
 
 
 # --------------------------------------------------------------------------------------
-# random states and checkpoints
-
-
-def _rng_states() -> dict[str, Any]:
-    """Global RNG states as tensors, numbers and lists (so ``weights_only=True`` can load them)."""
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(cuda),
-        "python": [version, list(internal), gauss],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-    }
-
-
-def _set_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(list(states["cuda"]))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-
-
-def _step_file(directory: Path, step: int) -> Path:
-    return directory / f"step_{step:06d}.pth"
-
-
-def _step_files(directory: Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of every ``step_*.pth`` in ``directory``, oldest first."""
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()]
-    return sorted(found)
-
-
-def _read_checkpoint(path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a training checkpoint of nstlib.train_transform_net")
-    if state.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by a newer nstlib (version {state.get('version')}): upgrade nstlib")
-    return state
-
-
-def _latest_checkpoint(directory: Path) -> tuple[Path, dict] | None:
-    """The newest readable checkpoint; unreadable newer ones (e.g. cut by a disconnect) are renamed aside."""
-    for _, path in reversed(_step_files(directory)):
-        try:
-            return path, _read_checkpoint(path)
-        except Exception as error:  # a truncated or foreign file: set it aside, fall back to the previous one
-            aside = path.with_name(path.name + ".unreadable")
-            os.replace(path, aside)
-            warnings.warn(f"{path} cannot be read ({type(error).__name__}: {error}); renamed it to {aside.name} "
-                          "and resumed from the previous checkpoint", RuntimeWarning, stacklevel=3)
-    return None
-
-
-def _write_checkpoint(directory: Path, step: int, payload: dict, keep: int) -> Path:
-    """Write ``step_<step>.pth`` and ``latest.pth`` atomically, then prune to the newest ``keep`` step files."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    path = atomic_write(_step_file(directory, step), lambda f: f.write(data))
-    atomic_write(directory / LATEST, lambda f: f.write(data))
-    files = _step_files(directory)
-    for old_step, old in files[:-keep]:
-        if old_step < step:  # never the file just written, which is the newest
-            old.unlink(missing_ok=True)
-    return path
-
-
-def _to_cpu(value: Any) -> Any:
-    """``value`` with every tensor copied to the CPU (so a checkpoint loads on machines without a GPU)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, dict):
-        return {key: _to_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(item) for item in value)
-    return value
-
-
-def _history_tensors(history: Mapping[str, list[float]]) -> dict[str, torch.Tensor]:
-    return {key: torch.tensor(values, dtype=torch.float64) for key, values in history.items()}
-
-
-def _history_lists(history: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
-    out = {key: [float(v) for v in history[key].tolist()] for key in HISTORY_KEYS if key in history}
-    out["step"] = [int(v) for v in out.get("step", [])]
-    return out
-
-
-def _fingerprint(images: Sequence[torch.Tensor]) -> str:
-    """SHA-256 of the style images' shapes and float32 pixels (to recognise the style on resume)."""
-    digest = hashlib.sha256()
-    for image in images:
-        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        digest.update(repr(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------
 # samples
 
 
@@ -408,8 +769,7 @@ def _sample_grid(originals: Sequence[torch.Tensor], stylised: Sequence[torch.Ten
 
 
 def _load_samples(sample_images: Any, image_size: int) -> list[torch.Tensor]:
-    from .images import load_image
-
+    """The sample images (one or a list; paths, sample names or tensors), longer side ``image_size``."""
     if isinstance(sample_images, torch.Tensor):
         items = [sample_images] if sample_images.dim() == 3 else list(sample_images)
     elif isinstance(sample_images, (str, os.PathLike)):
@@ -427,395 +787,3 @@ def _load_samples(sample_images: Any, image_size: int) -> list[torch.Tensor]:
     return images
 
 
-# --------------------------------------------------------------------------------------
-# training
-
-
-def train_transform_net(
-    style,
-    dataset,
-    *,
-    steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 4,
-    image_size: int = 256,
-    content_weight: float = DEFAULT_CONTENT_WEIGHT,
-    style_weight: float = DEFAULT_STYLE_WEIGHT,
-    tv_weight: float = DEFAULT_TV_WEIGHT,
-    content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
-    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
-    layer_weights: Mapping | None = None,
-    lr: float = 1e-3,
-    upsample: str = "nearest",
-    weights: str | None = "imagenet",
-    style_size: int | None = None,
-    device=None,
-    amp: bool | str = True,
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 500,
-    keep_checkpoints: int = 3,
-    sample_every: int = 500,
-    sample_images=None,
-    callback: Callback | None = None,
-    log_every: int = 10,
-    resume: bool | str = False,
-    seed: int = 0,
-    num_workers: int = 0,
-    progress: bool = True,
-) -> TrainResult:
-    """Train a :class:`TransformerNet` to paint ``style`` (Johnson et al. 2016); returns a :class:`TrainResult`.
-
-    Data and style:
-
-    * ``style``: one style image, anything :func:`~nstlib.load_image` takes (path, URL, sample
-      name, tensor), or a list of them (their Gram targets are averaged), loaded with its longer
-      side ``style_size`` (default: ``image_size``, so brush strokes keep their size relative to
-      the training crops).
-    * ``dataset``: a ``torch.utils.data.Dataset`` whose items are ``[3, H, W]`` float tensors in
-      [0, 1] (or tuples whose first element is one), or a folder / dataset name for
-      :func:`nstlib.open_dataset` ("coco-val2017", "labelme", "synthetic").
-      Items not ``image_size`` square are resized (shorter side) and centre-cropped.
-    * ``steps`` (optimiser steps) or ``epochs`` (passes over the dataset): give exactly one. An
-      epoch is ``len(dataset) // batch_size`` steps (the incomplete last batch is dropped).
-      Epoch ``e`` visits the data in :func:`epoch_order` ``(len, seed, e)``.
-    * ``batch_size`` (4), ``image_size`` (256, the side of the square training crops).
-
-    Loss (see :mod:`nstlib.perceptual`): ``content_layers`` (``relu4_2``) and ``style_layers``
-    (``relu1_2 relu2_2 relu3_4 relu4_2 relu5_4``, the seed's VGG19 outputs) in either naming
-    scheme; ``layer_weights`` overrides the per-layer weights (default 1 for content and
-    ``1/C^2`` for style, i.e. each style layer is the *mean* squared Gram difference);
-    ``weights`` the VGG19 weights ("imagenet", or None for seeded random weights).
-
-    Default loss weights ``content_weight=1e5, style_weight=1e10, tv_weight=0`` are the
-    defaults of pytorch/examples' ``fast_neural_style``, whose loss is term for term ours, so
-    they need no conversion:
-
-    * input: it scales pixels 0..255 by 1/255 and applies the same ImageNet mean/std
-      normalisation before torchvision's VGG, so its features are those of our [0, 1] images;
-    * Gram matrix ``F F^T / (C H W)``, as :func:`~nstlib.gram_matrix`;
-    * style term ``sum_l MSELoss(G_l, A_l) = sum_l (1/C_l^2) ||G_l - A_l||_F^2`` (batch mean):
-      exactly our default style layer weights ``1/C^2``;
-    * content term: the feature MSE, our :func:`~nstlib.content_loss`; no TV term.
-
-    Cross-check with rrmina/fast-neural-style-pytorch, whose VGG19 outputs the seed's code
-    copies: the same Gram and MSE, but Caffe VGG weights fed BGR pixels 0..255 minus the mean
-    pixel (no division by the standard deviation), content weight 17 and style weight 50 (its
-    mosaic model; 5 to 80 for the others). Its network input is ``k = 255 * 0.226 = 57.6``
-    times ours; to first order (a ReLU network scales with its input) features scale by
-    ``k``, a feature MSE by ``k^2`` and a Gram difference squared by ``k^4``, so in our units
-    content ``17 k^2 = 5.6e4`` and style ``50 k^4 = 5.5e8`` (``5.5e7 .. 8.8e8`` over its
-    models): content within a factor 2 of 1e5, style 11 to 180 times smaller than 1e10. The two
-    VGG weight sets were trained separately, so only the order of magnitude carries over; we
-    take pytorch/examples' exact values. Both projects use VGG16 with the content at relu2_2;
-    with other layers (the VGG19 defaults here) the balance shifts, so tune ``style_weight`` by
-    factors of 10 while watching the samples (larger: more style). The history's ``content``
-    and ``style`` columns are unweighted; multiply by the weights to compare their shares.
-
-    Optimisation: Adam with learning rate ``lr`` (1e-3), ``upsample`` ("nearest" or
-    "transpose", see :class:`TransformerNet`), ``seed`` (global RNGs via
-    :func:`nstlib.set_seed` at a fresh start, the initial weights and the data order),
-    ``device`` (None: :func:`nstlib.get_device`), ``num_workers`` (DataLoader worker processes).
-
-    ``amp`` (mixed precision, CUDA only; ignored on the CPU and MPS): ``True`` picks bfloat16 on
-    GPUs of compute capability 8.0 or newer (A100, L4, H100) and float16 on older ones (Colab's
-    T4); ``"float16"`` / ``"bfloat16"`` force one; ``False`` trains in float32. float16 steps go
-    through a ``GradScaler`` (loss scaling against gradient underflow); bfloat16 has float32's
-    exponent range and needs none. The Gram matrices and the losses are always float32.
-
-    Checkpoints (with ``checkpoint_dir``, e.g. a Google Drive folder on Colab; layout in the
-    module docstring): written every ``checkpoint_every`` steps and at the end, newest
-    ``keep_checkpoints`` kept. ``resume=True`` continues from the newest readable checkpoint
-    with the same weights, optimiser state, data position and RNG states, so N steps then a
-    resumed run to 2N give the same weights as 2N steps at once (on the CPU with
-    ``num_workers=0``; GPUs are not bit-deterministic). ``steps``/``epochs`` is the *total*,
-    so resume with the same call. Settings that change the result (:data:`RESUME_MUST_MATCH`)
-    must match the checkpoint's; ``steps``, ``amp``, ``device``, intervals may change.
-    ``resume="auto"`` resumes when a checkpoint exists and starts afresh otherwise. Without
-    ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused (nothing is
-    overwritten).
-
-    Monitoring: a progress bar (``progress``) with the mean losses of the last ``log_every``
-    steps. ``sample_images`` (content images, loaded with longer side ``image_size``) are
-    stylised every ``sample_every`` steps and at the end; with ``checkpoint_dir`` each time is
-    saved as ``samples/step_XXXXXX.png`` (inputs on top, results below). ``callback(step,
-    losses, samples)`` runs after every step that is a multiple of ``log_every`` and after the
-    last step (so the final samples always arrive): ``losses``
-    holds that step's floats (``total content style tv seconds lr``), ``samples`` is the list
-    of stylised ``[1, 3, h, w]`` images when that step made samples, else None.
-
-    A NaN or infinite loss (or weight) stops training with :class:`TrainingDivergedError`
-    naming the step, the loss and the last good checkpoint; a bad state is never saved.
-
-    Quick mode caps ``steps`` (also when derived from ``epochs``), ``image_size`` and
-    ``style_size`` and uses random VGG19 weights.
-    """
-    started = time.perf_counter()
-    # ---- checks (before anything slow) ------------------------------------------------------
-    if (steps is None) == (epochs is None):
-        raise ValueError(f"give exactly one of steps= and epochs= (got steps={steps!r}, epochs={epochs!r})")
-    if steps is not None:
-        steps = _positive_int(steps, "steps")
-    if epochs is not None:
-        epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    content_layers = resolve_layers(content_layers, "content_layers")
-    style_layers = resolve_layers(style_layers, "style_layers")
-    smallest = max(MIN_SIZE, max(downsampling(name) for name in content_layers + style_layers))
-    image_size = _positive_int(image_size, "image_size")
-    if image_size < smallest:
-        raise ValueError(f"image_size={image_size} is too small: the transform net and the chosen VGG layers "
-                         f"need at least {smallest} px")
-    if style_size is not None:
-        style_size = _positive_int(style_size, "style_size")
-        if style_size < smallest:
-            raise ValueError(f"style_size={style_size} is too small: the chosen VGG layers need at least {smallest} px")
-    content_weight = check_weight(content_weight, "content_weight")
-    style_weight = check_weight(style_weight, "style_weight")
-    tv_weight = check_weight(tv_weight, "tv_weight")
-    lr = check_weight(lr, "lr")
-    if lr == 0:
-        raise ValueError("lr=0 must be greater than 0 (Adam's learning rate, 1e-3 by default)")
-    if upsample not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample={upsample!r} must be one of {UPSAMPLE_MODES}")
-    if weights not in ("imagenet", None, "random"):
-        raise ValueError(f"weights={weights!r} must be 'imagenet' (pretrained) or None (seeded random weights)")
-    if amp not in (True, False, "float16", "bfloat16"):
-        raise ValueError(f"amp={amp!r} must be True (automatic), False, 'float16' or 'bfloat16'")
-    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
-    keep_checkpoints = _positive_int(keep_checkpoints, "keep_checkpoints")
-    sample_every = _positive_int(sample_every, "sample_every")
-    log_every = _positive_int(log_every, "log_every")
-    if resume not in (False, True, "auto"):
-        raise ValueError(f"resume={resume!r} must be False, True or 'auto'")
-    if resume and checkpoint_dir is None:
-        raise ValueError(f"resume={resume!r} needs checkpoint_dir= (the folder the checkpoints were written to)")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative whole number")
-    num_workers = _non_negative_int(num_workers, "num_workers")
-    if callback is not None and not callable(callback):
-        raise ValueError(f"callback={callback!r} must be a function callback(step, losses, samples) or None")
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir).expanduser()
-        if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
-            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file: pass a folder")
-
-    # ---- quick mode, device, data ----------------------------------------------------------
-    image_size = config.cap_size(image_size)
-    style_size = config.cap_size(style_size) if style_size is not None else image_size
-    try:
-        device = get_device(None if device is None else str(device))  # checks that the device exists
-    except RuntimeError as error:  # torch.device's own message for a string it does not know
-        raise ValueError(f"device={device!r} is not a device: use 'cuda', 'mps', 'cpu' or None ({error})") from None
-    amp_dtype = _amp_dtype(amp, device)
-    data = _open(dataset, image_size)
-    length = len(data)
-    if length < batch_size:
-        raise ValueError(f"dataset has {length} images, fewer than batch_size={batch_size}: "
-                         "use a smaller batch_size or more images")
-    _as_image(data[0], "dataset[0]")  # a clear error now rather than inside the loop
-    per_epoch = length // batch_size
-    total_steps = config.cap_steps(steps if steps is not None else epochs * per_epoch)
-
-    from .images import load_image
-
-    styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    if not styles:
-        raise ValueError("style is empty: give a style image")
-    style_images = [load_image(s, style_size) for s in styles]
-    samples_in = _load_samples(sample_images, image_size) if sample_images is not None else None
-
-    settings: dict[str, Any] = {
-        "style_sha256": _fingerprint(style_images),
-        "style_shapes": [list(s.shape) for s in style_images],
-        "image_size": image_size,
-        "style_size": style_size,
-        "batch_size": batch_size,
-        "content_layers": content_layers,
-        "style_layers": style_layers,
-        "content_weight": content_weight,
-        "style_weight": style_weight,
-        "tv_weight": tv_weight,
-        "lr": lr,
-        "upsample": upsample,
-        "weights": "random" if weights in (None, "random") or config.quick_mode() else weights,
-        "seed": int(seed),
-        "dataset": type(data).__name__,
-        "dataset_length": length,
-        "steps_per_epoch": per_epoch,
-        "steps": total_steps,
-        "epochs": epochs,
-        "device": str(device),
-        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
-        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
-        "checkpoint_every": checkpoint_every,
-        "keep_checkpoints": keep_checkpoints,
-        "sample_every": sample_every,
-        "log_every": log_every,
-        "num_workers": num_workers,
-        "quick": config.quick_mode(),
-    }
-
-    # ---- models -----------------------------------------------------------------------------
-    checkpoint = None
-    if resume and checkpoint_dir is not None:
-        found = _latest_checkpoint(checkpoint_dir)
-        if found is None and resume is True:
-            raise FileNotFoundError(f"resume=True but {checkpoint_dir} holds no checkpoint (step_*.pth): "
-                                    "start without resume=, or use resume='auto'")
-        checkpoint = found
-    elif checkpoint_dir is not None and _step_files(checkpoint_dir):
-        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} already holds checkpoints of a run: pass "
-                         "resume=True to continue it, or choose another folder (or delete them) to start afresh")
-
-    if checkpoint is None:
-        set_seed(int(seed))
-    net = TransformerNet(upsample=upsample)
-    loss = PerceptualLoss(content_layers, style_layers, content_weight=content_weight, style_weight=style_weight,
-                          tv_weight=tv_weight, layer_weights=layer_weights, weights=weights)
-    settings["layer_weights"] = loss.layer_weights
-    net.to(device)
-    loss.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    loss.set_style([s.to(device) for s in style_images])
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    scaler = _grad_scaler(amp_dtype == torch.float16)
-    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
-    start = 0
-    last_path: Path | None = None
-
-    if checkpoint is not None:
-        last_path, state = checkpoint
-        _check_resume(state.get("settings", {}), settings, last_path)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = _history_lists(state["history"])
-        start = int(state["step"])
-        _set_rng_states(state["rng"])
-        if progress:
-            print(f"Resuming from {last_path} (step {start} of {total_steps})")
-
-    seconds_before = history["seconds"][-1] if history["seconds"] else 0.0
-    loop_started = time.perf_counter()
-
-    def payload(step: int) -> dict:
-        settings["seconds"] = seconds_before + time.perf_counter() - loop_started
-        plain = {k: v for k, v in settings.items()}
-        return {
-            "kind": CHECKPOINT_KIND,
-            "version": CHECKPOINT_VERSION,
-            "config": net.config,
-            "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            "optimizer": _to_cpu(optimizer.state_dict()),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "epoch": step // per_epoch,
-            "batch_in_epoch": step % per_epoch,
-            "data_seed": int(seed),
-            "rng": _rng_states(),
-            "history": _history_tensors(history),
-            "settings": plain,
-            "metadata": {"trainer": "nstlib.train_transform_net", "step": step, "settings": plain},
-        }
-
-    def diverged(step: int, names: list[str], values: Mapping[str, float]) -> TrainingDivergedError:
-        shown = ", ".join(f"{n}={values[n]}" for n in names)
-        where = f"the last good checkpoint is {last_path}" if last_path else "no checkpoint was written yet"
-        precision = f"mixed precision ({settings['amp']})" if amp_dtype is not None else "float32"
-        return TrainingDivergedError(
-            f"training diverged at step {step}: {shown} is not finite. Nothing of this step was saved; {where}. "
-            f"Try a lower lr (now {lr:g}) or lower loss weights (content {content_weight:g}, style "
-            f"{style_weight:g}, tv {tv_weight:g})"
-            + (f", or amp=False (this run used {precision})" if amp_dtype is not None else "")
-            + (", then resume=True" if last_path else ""),
-            step, names, last_path, {k: list(v) for k, v in history.items()})
-
-    def make_samples(step: int) -> list[torch.Tensor]:
-        outputs = stylize_images(net, samples_in, batch_size=batch_size)
-        if checkpoint_dir is not None:
-            from .images import save_image
-
-            save_image(_sample_grid(samples_in, outputs), checkpoint_dir / SAMPLES / f"step_{step:06d}.png")
-        return outputs
-
-    if start >= total_steps:
-        if progress:
-            print(f"Nothing to train: the checkpoint is at step {start} and steps={total_steps}")
-        settings["seconds"] = seconds_before
-        return TrainResult(net.eval(), history, last_path, settings)
-
-    # ---- the loop ---------------------------------------------------------------------------
-    autocast = (torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext())
-    recent: deque[tuple[float, float, float]] = deque(maxlen=log_every)
-    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress)
-    net.train()
-    step = start
-    try:
-        while step < total_steps:
-            epoch, first = divmod(step, per_epoch)
-            count = min(per_epoch, first + total_steps - step)
-            order = epoch_order(length, int(seed), epoch)
-            loader = _batches(data, order, batch_size, first, count, image_size, num_workers, int(seed), epoch,
-                              device.type == "cuda")
-            for batch in loader:
-                step += 1
-                x = batch.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    y = net(x)
-                    with torch.no_grad():  # the content targets: the VGG features of the input itself
-                        features = loss.extractor(x)
-                    losses = loss(y, content_targets={name: features[name] for name in content_layers})
-                values = {key: float(losses[key].detach()) for key in ("total", "content", "style", "tv")}
-                bad = [key for key in ("content", "style", "tv", "total") if not math.isfinite(values[key])]
-                if bad:
-                    raise diverged(step, bad, values)
-                scaler.scale(losses["total"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
-
-                seconds = seconds_before + time.perf_counter() - loop_started
-                current_lr = float(optimizer.param_groups[0]["lr"])
-                for key, value in (("step", step), *values.items(), ("seconds", seconds), ("lr", current_lr)):
-                    history[key].append(value)
-                recent.append((values["total"], values["content"], values["style"]))
-                bar.update(1)
-
-                final = step == total_steps
-                samples = None
-                if samples_in is not None and (step % sample_every == 0 or final):
-                    samples = make_samples(step)
-                if step % checkpoint_every == 0 or final:
-                    if not all(torch.isfinite(p).all() for p in net.parameters()):
-                        raise diverged(step, ["network weights"], {"network weights": float("nan")})
-                    if checkpoint_dir is not None:
-                        last_path = _write_checkpoint(checkpoint_dir, step, payload(step), keep_checkpoints)
-                if step % log_every == 0 or final:
-                    means = [sum(column) / len(recent) for column in zip(*recent)]
-                    bar.set_postfix(epoch=epoch, total=f"{means[0]:.4g}", content=f"{means[1]:.4g}",
-                                    style=f"{means[2]:.4g}", refresh=False)
-                    if callback is not None:
-                        callback(step, {**values, "seconds": seconds, "lr": current_lr}, samples)
-    finally:
-        bar.close()
-    net.eval()
-    settings["seconds"] = history["seconds"][-1] if history["seconds"] else 0.0
-    settings["total_seconds"] = time.perf_counter() - started
-    return TrainResult(net, history, last_path, settings)
-
-
-def _check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
-    """Raise ValueError listing every setting in :data:`RESUME_MUST_MATCH` that differs from the checkpoint."""
-    differences = []
-    for key in RESUME_MUST_MATCH:
-        if saved.get(key) != current.get(key):
-            if key == "style_sha256":
-                differences.append("the style image differs (other file, size or style_size)")
-            else:
-                differences.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
-    if differences:
-        raise ValueError(f"cannot resume from {path}: settings differ from the checkpoint's ("
-                         + "; ".join(differences) + "). Use the checkpoint's settings, or a new checkpoint_dir "
-                         "to start a new run")
