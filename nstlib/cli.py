@@ -204,6 +204,8 @@ def _add_stylize(commands, common) -> None:
     g.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
     g.add_argument("--weights", choices=("imagenet", "random"), help="VGG19 weights (default imagenet)")
     g.add_argument("--pooling", choices=("max", "avg"), help="VGG19 pooling (default max)")
+    g.add_argument("--no-rescale-loss", action="store_true", help="minimise the raw weighted loss (default: the loss "
+                   "divided by its first value, so tiny losses do not stall the optimiser)")
     p.set_defaults(run=cmd_stylize)
 
 
@@ -364,7 +366,7 @@ def _size_text(image) -> str:
 
 _GATYS_ONLY = ("steps", "content_weight", "style_weight", "tv_weight", "layers", "content_layers", "style_layers",
                "optimizer", "lr", "init", "preserve_color", "scales", "style_size", "style_blend", "seed",
-               "weights", "pooling")
+               "weights", "pooling", "no_rescale_loss")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -431,7 +433,7 @@ def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
         optimizer=args.optimizer or "lbfgs", lr=args.lr, init=init, size=size, style_size=args.style_size,
         scales=args.scales, style_blend_weights=args.style_blend, preserve_color=args.preserve_color,
         seed=args.seed or 0, device=device, weights=None if args.weights == "random" else "imagenet",
-        pooling=args.pooling or "max", progress=not args.quiet,
+        pooling=args.pooling or "max", progress=not args.quiet, rescale_loss=not args.no_rescale_loss,
     )
     result.save(out)
     steps = len(result.history["total"])

@@ -182,6 +182,8 @@ BAD = [
     (["stylize", "{content}", "{style}", "--model", "candy", "-o", "{out}"], "drop the STYLE"),
     (["stylize", "{content}", "--model", "candy", "--steps", "5", "-o", "{out}"], "--steps only apply to Gatys"),
     (["stylize", "{content}", "--model", "candy", "--seed", "0", "-o", "{out}"], "--seed only apply to Gatys"),
+    (["stylize", "{content}", "--model", "candy", "--no-rescale-loss", "-o", "{out}"],
+     "--no-rescale-loss only apply to Gatys"),
     (["train", "{style}", "--data", "{tmp}/no_photos", "--steps", "1", "-o", "{tmp}/m.pth"], "no_photos"),
     (["train", "{style}", "--data", "synthetic", "-o", "{tmp}/m.pth"], "--steps --epochs is required"),
     (["train", "{style}", "--data", "synthetic", "--steps", "1", "--epochs", "1", "-o", "{tmp}/m.pth"],
@@ -292,7 +294,7 @@ def test_gatys_options_reach_stylize(images, env, tmp_path, monkeypatch, capsys)
             "--steps", "3,2", "--content-weight", "2", "--style-weight", "1e5", "--tv-weight", "0.5",
             "--layers", "seed", "--style-layers", "relu1_1,conv_3", "--optimizer", "adam", "--lr", "0.1",
             "--init", "noise", "--preserve-color", "--style-blend", "3,1", "--seed", "7", "--weights", "random",
-            "--pooling", "avg", "--style-size", "24", "--device", "cpu", "--quiet"]
+            "--pooling", "avg", "--style-size", "24", "--device", "cpu", "--quiet", "--no-rescale-loss"]
     assert cli.main(argv) == 0
     assert seen["content"] == str(content) and seen["style"] == [str(style), str(style)]
     assert seen["scales"] == [16, 32] and seen["steps"] == [3, 2] and seen["size"] is None
@@ -302,8 +304,25 @@ def test_gatys_options_reach_stylize(images, env, tmp_path, monkeypatch, capsys)
     assert (seen["optimizer"], seen["lr"], seen["init"], seen["preserve_color"]) == ("adam", 0.1, "noise", True)
     assert seen["style_blend_weights"] == [3.0, 1.0] and seen["seed"] == 7 and seen["weights"] is None
     assert (seen["pooling"], seen["style_size"], str(seen["device"]), seen["progress"]) == ("avg", 24, "cpu", False)
+    assert seen["rescale_loss"] is False
     assert pixels_jpeg_size(tmp_path / "o.jpg") == (32, 21)
     assert "2 steps, total loss 1" in capsys.readouterr().out
+
+
+def test_gatys_defaults_reach_stylize(images, env, tmp_path, monkeypatch):
+    """Without options a file is stylised at 512 px (the library's rule for files) with the loss rescaled."""
+    content, style = images
+    seen = {}
+
+    def fake(content_arg, style_arg, **kwargs):
+        seen.update(kwargs)
+        history = {key: [1.0] for key in ("total", "content", "style", "tv", "seconds")}
+        return nstlib.StylizeResult(image=torch.full((1, 3, 21, 32), 0.5), history=history)
+
+    monkeypatch.setattr(sys.modules["nstlib.gatys"], "stylize", fake)
+    assert cli.main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), "--quiet"]) == 0
+    assert seen["size"] == 512 == sys.modules["nstlib.gatys"].FILE_SIZE and seen["scales"] is None
+    assert seen["rescale_loss"] is True and seen["steps"] == 300
 
 
 def pixels_jpeg_size(path: Path) -> tuple[int, int]:

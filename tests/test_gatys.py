@@ -184,3 +184,152 @@ def test_fast_path_matches_the_plain_path(content, style):
     assert step_plain.abs().max() > 1e-3  # the step did move the pixels
     torch.testing.assert_close(step_fast, step_plain, atol=1e-3 * step_plain.abs().max().item(), rtol=0)
     assert fast.settings["fast"] is True and plain.settings["fast"] is False
+
+
+# -- one step of fast=True equals one step of the plain computation --------------------------------
+
+
+def raw_loss_and_gradient(content, style, image, **weights):
+    """An independent oracle: the weighted total and its autograd gradient at ``image``, computed with a
+    fresh PerceptualLoss in the plain (contiguous) layout, the default layers and random weights."""
+    loss = nstlib.PerceptualLoss(nstlib.GATYS_CONTENT_LAYERS, nstlib.GATYS_STYLE_LAYERS, weights=None, **weights)
+    loss.set_content(content)
+    loss.set_style([style])
+    x = image.clone().requires_grad_(True)
+    total = loss(x)["total"]
+    total.backward()
+    return total.detach().item(), x.grad
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_one_step_of_either_path_is_the_gradient_step_of_the_plain_loss(content, style, fast):
+    # The documented guarantee of fast=True: one evaluation and its gradient agree with the plain
+    # path within float tolerance. Oracle: torch's first L-BFGS update is x - t * g with
+    # t = lr * min(1, 1 / |g|_1), where g is the gradient of total / total_0 (rescale_loss=True).
+    lr = 20.0
+    result = run(content, style, steps=1, lr=lr, fast=fast)
+    total0, grad = raw_loss_and_gradient(content, style, content, content_weight=1.0, style_weight=1e6)
+    assert result.history["total"][0] == pytest.approx(total0, rel=1e-5)
+    g = grad / total0
+    expected = (content - lr * min(1.0, 1.0 / g.abs().sum().item()) * g).clamp(0, 1)
+    step = (expected - content).abs().max().item()
+    assert step > 1e-2  # the step is large enough to show the gradient at every pixel
+    torch.testing.assert_close(result.image, expected, atol=1e-4 * step, rtol=0)
+
+
+def test_fast_and_plain_first_adam_steps_agree_within_float_tolerance(content, style):
+    # Same first losses and same first update within float tolerance (long runs may drift apart).
+    # Raw weights 1e-6 times the usual put the gradient near Adam's eps, where the first update
+    # lr * g / (|g| + eps) depends on the gradient's values, not only on its signs.
+    fast = run(content, style, steps=1, optimizer="adam", lr=0.05, fast=True, rescale_loss=False,
+               content_weight=1e-6, style_weight=1.0)
+    plain = run(content, style, steps=1, optimizer="adam", lr=0.05, fast=False, rescale_loss=False,
+                content_weight=1e-6, style_weight=1.0)
+    for key in ("total", "content", "style", "tv"):
+        assert fast.history[key][0] == pytest.approx(plain.history[key][0], rel=1e-5, abs=1e-30)
+    torch.testing.assert_close(fast.image, plain.image, atol=1e-4 * 0.05, rtol=0)
+
+
+# -- rescale_loss ---------------------------------------------------------------------------------
+
+
+def adam_first_step(image, grad, lr):
+    """torch's first Adam update (bias-corrected): x - lr * g / (|g| + eps), eps = 1e-8, then the clamp."""
+    return (image - lr * grad / (grad.abs() + 1e-8)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("rescale_loss", [True, False])
+def test_the_objective_is_the_rescaled_or_the_raw_weighted_total(content, style, rescale_loss):
+    # Weights 1e-6 times smaller than usual: raw gradients near Adam's eps, so the first Adam step
+    # tells g (raw) from g / total_0 (rescaled). The oracle gradient is computed independently.
+    lr, weights = 0.05, {"content_weight": 1e-6, "style_weight": 1.0, "tv_weight": 1e-6}
+    result = run(content, style, steps=1, optimizer="adam", lr=lr, fast=False, rescale_loss=rescale_loss, **weights)
+    total0, grad = raw_loss_and_gradient(content, style, content, **weights)
+    raw, rescaled = adam_first_step(content, grad, lr), adam_first_step(content, grad / total0, lr)
+    assert (raw - rescaled).abs().max() > 10 * lr * 1e-3  # the two objectives are told apart
+    torch.testing.assert_close(result.image, rescaled if rescale_loss else raw, atol=lr * 1e-3, rtol=0)
+    assert result.history["total"][0] == pytest.approx(total0, rel=1e-5)  # the history is always raw
+    assert result.settings["rescale_loss"] is rescale_loss
+
+
+def test_with_rescaling_scaling_every_weight_changes_nothing(content, style):
+    weights = {"content_weight": 1.0, "style_weight": 1e6, "tv_weight": 10.0}
+
+    def image(scale, rescale_loss):
+        scaled = {key: value * scale for key, value in weights.items()}
+        return run(content, style, steps=5, optimizer="adam", lr=0.05, init="noise", rescale_loss=rescale_loss,
+                   **scaled)
+
+    reference = image(1.0, True)
+    for scale in (1000.0, 1e-9):
+        torch.testing.assert_close(image(scale, True).image, reference.image, atol=1e-5, rtol=0)
+    # Without it the optimiser sees the raw total: at weights 1e-9 times the usual (losses ~1e-9,
+    # as with random VGG weights) Adam's eps swamps the gradient and the image stalls.
+    start = run(content, style, steps=1, optimizer="adam", lr=1e-12, init="noise").image
+    tiny = image(1e-9, False)
+    assert (tiny.image - start).abs().mean() < 0.01 * (reference.image - start).abs().mean()
+    assert tiny.history["total"][-1] > 0.99 * tiny.history["total"][0]
+    assert reference.history["total"][-1] < 0.5 * reference.history["total"][0]
+    torch.testing.assert_close(image(1.0, False).image, reference.image, atol=1e-2, rtol=0)  # eps negligible here
+
+
+def test_texture_synthesis_ignores_style_weight_only_with_rescaling(style):
+    from nstlib.gatys import synthesize_texture
+
+    def texture(style_weight, rescale_loss):
+        return synthesize_texture(style, ["conv1_1", "conv2_1"], steps=4, size=SIZE, weights=None, progress=False,
+                                  device="cpu", optimizer="adam", style_weight=style_weight, rescale_loss=rescale_loss)
+
+    a, b = texture(1e6, True), texture(1.0, True)
+    torch.testing.assert_close(a.image, b.image, atol=1e-4, rtol=0)
+    assert a.history["total"][0] == pytest.approx(1e6 * b.history["total"][0], rel=1e-5)
+    c = texture(1e-3, False)
+    assert c.settings["rescale_loss"] is False and not torch.allclose(c.image, a.image, atol=1e-2)
+
+
+# -- size=None -------------------------------------------------------------------------------------
+
+
+def test_without_size_an_image_in_memory_keeps_its_size(content, style):
+    big = load_image(samples.standin("tubingen"), 40)
+    result = nstlib.stylize(big, style, steps=1, weights=None, progress=False, device="cpu")
+    assert result.image.shape == big.shape and result.settings["size"] == 40
+    pil = nstlib.to_pil(big)
+    from_pil = nstlib.stylize(pil, style, steps=1, weights=None, progress=False, device="cpu")
+    assert from_pil.image.shape[-2:] == (pil.height, pil.width)
+
+
+def test_without_size_a_file_gets_512_px(tmp_path, style):
+    path = tmp_path / "photo.png"
+    nstlib.save_image(load_image(samples.standin("tubingen"), 60), path)  # 60 px long side on disk
+    expected = load_image(path, 512).shape  # the aspect-kept 512 px version of the file
+    layers = {"content_layers": ["conv1_1"], "style_layers": ["conv1_1"]}  # keep the 512 px run cheap
+    for source in (str(path), path):
+        result = nstlib.stylize(source, style, steps=1, weights=None, progress=False, device="cpu", **layers)
+        assert result.image.shape == expected and max(expected[-2:]) == 512
+        assert result.settings["size"] == 512
+
+
+def test_scales_alone_set_the_output_size_and_must_agree_with_size(content, style):
+    result = nstlib.stylize(content, style, scales=[28, 36], steps=1, weights=None, progress=False, device="cpu")
+    assert max(result.image.shape[-2:]) == 36 and result.settings["scales"] == [28, 36]
+    assert result.settings["size"] == 36
+    with pytest.raises(ValueError, match=r"size=32 differs from the last of scales=\[28, 36\]"):
+        nstlib.stylize(content, style, size=32, scales=[28, 36], steps=1, weights=None, progress=False)
+
+
+def test_quick_mode_caps_an_image_in_memory_without_size(monkeypatch, style):
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    big = torch.rand(1, 3, 75, 100, generator=torch.Generator().manual_seed(0))
+    result = nstlib.stylize(big, style, steps=1, progress=False, device="cpu")
+    assert result.image.shape == (1, 3, 48, 64) and nstlib.config.MAX_SIZE == 64
+
+
+def test_reconstructions_keep_their_own_default_size(content, style):
+    from nstlib.gatys import reconstruct_content, synthesize_texture
+
+    options = {"steps": 1, "weights": None, "progress": False, "device": "cpu"}
+    recon = reconstruct_content(content, "conv1_1", rescale_loss=False, **options)
+    texture = synthesize_texture(style, ["conv1_1"], **options)
+    assert max(recon.image.shape[-2:]) == 256 and max(texture.image.shape[-2:]) == 256
+    assert recon.settings["rescale_loss"] is False and texture.settings["rescale_loss"] is True
