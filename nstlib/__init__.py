@@ -30,7 +30,7 @@ line. Notebooks import from ``nstlib`` (every name below) and, for the rest, fro
 """
 
 from .checkpoints import CheckpointError, load_transform_net, save_transform_net
-from .config import get_device, quick_mode, set_seed
+from .config import cap_size, cap_steps, get_device, quick_mode, set_seed
 from .data.datasets import ImageFolderDataset, SyntheticDataset, download_coco, list_images, open_dataset
 from .data.download import DownloadError
 from .data.labelme import download_labelme
@@ -71,7 +71,14 @@ from .plotting import (
     show_images,
 )
 from .results import results_path, save_run
-from .training import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, TrainingDivergedError, TrainResult, train_transform_net
+from .training import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_STYLE_LAYERS,
+    TrainingDivergedError,
+    TrainResult,
+    epoch_order,
+    train_transform_net,
+)
 from .transform_net import ConvLayer, ResidualBlock, TransformerNet, UpsampleConvLayer, count_parameters
 from .vgg import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, WeightsError, vgg19_layers
 from .widgets import StyleExplorer, decode_upload, explore

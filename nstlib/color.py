@@ -48,8 +48,13 @@ def match_luminance(source_y: torch.Tensor, reference_y: torch.Tensor) -> torch.
 
     ``y' = (y - mean_s) * std_r / std_s + mean_r`` (Gatys et al. 2017, luminance matching of the
     style image to the content image before a luminance-only transfer).
+
+    A flat source (standard deviation below 1e-6: float32 rounding alone leaves ~1e-8 on a
+    one-colour image) has no contrast to scale and becomes the reference mean everywhere.
     """
-    mean_s, std_s = source_y.mean(), source_y.std().clamp_min(1e-8)
+    mean_s, std_s = source_y.mean(), source_y.std()
+    if not float(std_s) > 1e-6:
+        return torch.full_like(source_y, float(reference_y.mean()))
     return (source_y - mean_s) * (reference_y.std() / std_s) + reference_y.mean()
 
 

@@ -35,7 +35,11 @@ from typing import Any
 
 import torch
 
+from . import gatys  # gatys.stylize is looked up at run time, so it can be replaced (tests, instructors)
+from .data.samples import get_sample, is_sample, sample_names
+from .images import load_image, resize, to_pil
 from .layers import LAYER_PRESETS
+from .plotting import show_images
 
 __all__ = ["FALLBACK_MESSAGE", "StyleExplorer", "decode_upload", "explore", "live_frontend"]
 
@@ -129,7 +133,6 @@ def decode_upload(value: Any) -> tuple[str, torch.Tensor] | None:
     :func:`~nstlib.load_image` (all its checks: broken files raise :class:`~nstlib.ImageError`);
     images larger than :data:`MAX_UPLOAD_SIDE` pixels are shrunk to it.
     """
-    from .images import load_image, resize
 
     if value is None or (hasattr(value, "__len__") and len(value) == 0):
         return None
@@ -200,7 +203,6 @@ class StyleExplorer:
     ):
         import ipywidgets as w
 
-        from .data.samples import sample_names
 
         if layers not in LAYER_PRESETS:
             raise ValueError(f"layers={layers!r} must be one of {sorted(LAYER_PRESETS)}")
@@ -259,7 +261,6 @@ class StyleExplorer:
 
     def _choose(self, dropdown, image, default: str, kind: str) -> None:
         """Select ``image`` in ``dropdown``: a sample name directly, anything else as an extra entry."""
-        from .data.samples import is_sample, get_sample
 
         if image is None:
             image = default
@@ -333,8 +334,6 @@ class StyleExplorer:
         (:attr:`figure`) and a status line with the time and final losses. Any error (a bad value,
         an unreadable image, missing weights) goes to the status line instead of being raised.
         """
-        import nstlib  # looked up at run time, so nstlib.stylize can be replaced (tests, instructors)
-
         options = self.options()
         content, style = self.image_for("content"), self.image_for("style")
         self.run_button.disabled = True
@@ -349,10 +348,10 @@ class StyleExplorer:
                 self.live.value = _png(image)
 
         try:
-            result = nstlib.stylize(content, style, callback=callback, callback_every=1, progress=False, **options)
+            result = gatys.stylize(content, style, callback=callback, callback_every=1, progress=False, **options)
             long_side = max(result.image.shape[-2:])
-            before, style_image = nstlib.load_image(content, long_side), nstlib.load_image(style, long_side)
-            figure = nstlib.show_images([before, result.image, style_image],
+            before, style_image = load_image(content, long_side), load_image(style, long_side)
+            figure = show_images([before, result.image, style_image],
                                         ["before (content)", "after (result)", "style"], size=3.0)
         except Exception as error:  # shown to the student, never raised into the widget machinery
             self.progress.bar_style = "danger"
@@ -386,7 +385,6 @@ class StyleExplorer:
 
 def _png(image: torch.Tensor) -> bytes:
     """PNG bytes of a ``[1, 3, H, W]`` image in [0, 1]."""
-    from .images import to_pil
 
     buffer = io.BytesIO()
     to_pil(image.detach().clamp(0, 1).cpu()).save(buffer, format="PNG")

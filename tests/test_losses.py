@@ -108,6 +108,14 @@ def test_losses_reject_bad_shapes_with_clear_messages():
         total_variation(torch.zeros(1, 3, 1, 4))
 
 
-def test_public_names():
-    for name in ["gram_matrix", "content_loss", "style_loss", "total_variation"]:
-        assert getattr(nstlib, name) is getattr(nstlib.losses, name)
+def test_top_level_names_compute_hand_computed_values():
+    # through nstlib's top-level names, as the notebooks call them
+    # F: C=2, H=1, W=3, rows [1, 2, 3] and [0, 1, -1]; G = [[14, -1], [-1, 2]] / 6 (see above)
+    f = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]).reshape(1, 2, 1, 3)
+    # style loss against a zero target: (14^2 + 1 + 1 + 2^2) / 6^2 = 202 / 36
+    assert nstlib.style_loss(f, torch.zeros(2, 2)).item() == pytest.approx(202 / 36)
+    # content loss against zeros: (1 + 4 + 9 + 0 + 1 + 1) / 6 = 16 / 6
+    assert nstlib.content_loss(f, torch.zeros_like(f)).item() == pytest.approx(16 / 6)
+    torch.testing.assert_close(nstlib.gram_matrix(f), torch.tensor([[[14.0, -1.0], [-1.0, 2.0]]]) / 6)
+    # [[0, 1], [3, 5]]: vertical differences 3, 4 -> mean of squares 12.5; horizontal 1, 2 -> 2.5
+    assert nstlib.total_variation(torch.tensor([[0.0, 1.0], [3.0, 5.0]]).reshape(1, 1, 2, 2)).item() == pytest.approx(15.0)

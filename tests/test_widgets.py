@@ -48,7 +48,7 @@ def gradient(height=30, width=40) -> np.ndarray:
 
 def test_widget_values_map_to_stylize_arguments(monkeypatch, content, style):
     calls = []
-    monkeypatch.setattr(nstlib, "stylize", fake_stylize(calls, content))
+    monkeypatch.setattr(nstlib.gatys, "stylize", fake_stylize(calls, content))
     explorer = ex.StyleExplorer(content, style, weights=None, device="cpu", seed=7)
     explorer.content_weight.value = 10.0
     explorer.style_weight.value = 1e9
@@ -107,7 +107,7 @@ def test_sample_names_are_selected_and_bad_choices_are_refused():
 
 def test_run_button_calls_run(monkeypatch, content, style):
     calls = []
-    monkeypatch.setattr(nstlib, "stylize", fake_stylize(calls, content))
+    monkeypatch.setattr(nstlib.gatys, "stylize", fake_stylize(calls, content))
     explorer = ex.StyleExplorer(content, style, steps=2)
     explorer.run_button.click()
     assert len(calls) == 1 and explorer.result is not None
@@ -149,7 +149,7 @@ def test_an_error_inside_stylize_is_shown_not_raised(monkeypatch, content, style
     def broken(*args, **kwargs):
         raise nstlib.WeightsError("could not get the pretrained VGG19 weights <offline>")
 
-    monkeypatch.setattr(nstlib, "stylize", broken)
+    monkeypatch.setattr(nstlib.gatys, "stylize", broken)
     explorer = ex.StyleExplorer(content, style)
     assert explorer.run() is None
     assert "WeightsError" in explorer.status.value and "&lt;offline&gt;" in explorer.status.value
@@ -169,7 +169,7 @@ def test_uploaded_png_becomes_the_content_image(monkeypatch, content, style):
     expected = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     torch.testing.assert_close(explorer.image_for("content"), expected)
     calls = []
-    monkeypatch.setattr(nstlib, "stylize", fake_stylize(calls, content))
+    monkeypatch.setattr(nstlib.gatys, "stylize", fake_stylize(calls, content))
     explorer.steps.value = 1
     explorer.run()
     torch.testing.assert_close(calls[0][0], expected)

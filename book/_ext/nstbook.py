@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.resources
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 import nstlib
-from nstlib import quick
+from nstlib import config as nstconfig
 from nstlib.course.book import gallery_output
 
 LOGGER = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ QUICK_TIMEOUT = 300
 
 QUICK_BANNER = (
     "<strong>Quick-mode build</strong> (<code>NSTLIB_QUICK=1</code>, built offline): the notebooks ran at "
-    f"smoke-test scale (images &le; {quick.MAX_SIZE} px, &le; {quick.MAX_STEPS} steps, random VGG19 weights, "
+    f"smoke-test scale (images &le; {nstconfig.MAX_SIZE} px, &le; {nstconfig.MAX_STEPS} steps, random VGG19 weights, "
     "synthetic stand-in images). The pictures are <strong>not</strong> real results; build without "
     "<code>NSTLIB_QUICK</code> for the real course."
 )
@@ -64,10 +65,10 @@ def library_fingerprint() -> str:
     """
     digest = hashlib.sha256()
     package = Path(nstlib.__file__).resolve().parent
-    data = package.parent / "data" if (package.parent / "data").is_dir() else package / "data"
-    for folder, pattern in ((package, "*.py"), (data, "*.tsv")):
-        for path in sorted(folder.glob(pattern)):
-            digest.update(f"{folder.name}/{path.name}\0".encode())
+    manifest = Path(str(importlib.resources.files("nstlib.data.manifest")))
+    for folder, pattern in ((package, "*.py"), (manifest, "*.tsv")):
+        for path in sorted(folder.rglob(pattern)):
+            digest.update(f"{folder.name}/{path.relative_to(folder).as_posix()}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -84,7 +85,7 @@ def repository_url(srcdir: str | os.PathLike) -> str:
 
 def _configure(app, config) -> None:
     """``config-inited``: quick-mode banner and timeout, per-mode cache, repository check."""
-    is_quick = quick.is_quick()
+    is_quick = nstconfig.quick_mode()
     fingerprint = library_fingerprint()
     config.nstbook_quick = is_quick
     config.nstbook_fingerprint = fingerprint
