@@ -243,3 +243,145 @@ def test_tar_unsafe_members_are_refused(world, kind):
         members.append((info, None))
     archive = make_tar(archives / f"{kind}.tar.gz", members, "w:gz")
     _assert_refused(archive, dest, outside, bad)
+
+
+# ---- decompression bombs -----------------------------------------------------------------------------------
+
+ZEROS_MB = 5  # 5 MB of zeros deflate to about 5 KB: a 1000-fold bomb, past RATIO_GRACE_BYTES, that costs little
+
+
+def zeros_zip(path: Path, name: str = "zeros.bin", mb: int = ZEROS_MB, extra=()) -> Path:
+    """A zip whose member ``name`` is ``mb`` MB of zeros, streamed (never ``mb`` MB in memory); then ``extra``."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(name, "w") as out:
+            for _ in range(mb):
+                out.write(bytes(10**6))
+        for member, data in extra:
+            zf.writestr(member, data)
+    return path
+
+
+class _Zeros(io.RawIOBase):
+    """A readable stream of ``n`` zero bytes."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        k = min(len(buffer), self.left)
+        buffer[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def zeros_tar_gz(path: Path, mb: int = ZEROS_MB) -> Path:
+    info = tar_file("zeros.bin")
+    info.size = mb * 10**6
+    with tarfile.open(path, "w:gz") as tf:
+        tf.addfile(info, io.BufferedReader(_Zeros(info.size)))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_bomb_is_refused_by_its_ratio_before_writing(world, kind):
+    outside, archives, dest = world
+    archive = archives / f"bomb.{kind}"
+    zeros_zip(archive) if kind == "zip" else zeros_tar_gz(archive)
+    packed = archive.stat().st_size
+    assert ZEROS_MB * 10**6 > 500 * packed  # the oracle: a ratio far beyond any real dataset's
+    before = tree(dest.parent.parent)
+    with pytest.raises(ValueError) as info:
+        safe_extract(archive, dest)  # the default limits
+    message = str(info.value)
+    assert str(archive) in message and "max_ratio=100" in message and f"{ZEROS_MB * 10**6:,}" in message
+    assert "Nothing was extracted" in message
+    assert tree(dest.parent.parent) == before and not dest.exists()  # no temporary folder either
+    # the same archive is accepted when the caller says it expects such a ratio
+    (path,) = safe_extract(archive, dest, max_ratio=None)
+    assert path.stat().st_size == ZEROS_MB * 10**6
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_declared_total_over_max_bytes_is_refused_before_writing(world, kind):
+    outside, archives, dest = world
+    files = {"a.bin": bytes(range(256)) * 40, "b/c.bin": b"c" * 7000, "d.txt": b"d"}  # 17,241 bytes
+    total = sum(len(data) for data in files.values())
+    if kind == "zip":
+        archive = make_zip(archives / "three.zip", files.items())
+    else:
+        archive = make_tar(archives / "three.tar", [(tar_file(name), data) for name, data in files.items()])
+    before = tree(dest.parent.parent)
+    with pytest.raises(ValueError) as info:
+        safe_extract(archive, dest, max_bytes=total - 1)
+    message = str(info.value)
+    assert str(archive) in message and f"{total:,} bytes" in message and f"max_bytes={total - 1:,}" in message
+    assert tree(dest.parent.parent) == before and not dest.exists()
+    # exactly at the limit is allowed; a subset is measured alone
+    assert len(safe_extract(archive, dest, max_bytes=total)) == 3
+    assert (dest / "b" / "c.bin").read_bytes() == files["b/c.bin"]
+    other = dest.parent / "subset"
+    assert safe_extract(archive, other, members=["d.txt"], max_bytes=1) == [other / "d.txt"]
+
+
+def test_limits_apply_to_the_chosen_members_only(world):
+    outside, archives, dest = world
+    archive = zeros_zip(archives / "mixed.zip", extra=[("small.txt", b"small")])
+    assert safe_extract(archive, dest, members=["small.txt"], max_bytes=10) == [dest / "small.txt"]
+    assert (dest / "small.txt").read_bytes() == b"small"
+
+
+def _lie_about_size(archive: Path, declared: int) -> None:
+    """Patch the uncompressed size in the zip's local header and central directory (one member)."""
+    data = bytearray(archive.read_bytes())
+    local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
+    data[local + 22:local + 26] = declared.to_bytes(4, "little")
+    data[central + 24:central + 28] = declared.to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+
+
+def test_zip_member_larger_than_declared_stops_while_writing(world):
+    outside, archives, dest = world
+    archive = zeros_zip(archives / "liar.zip", mb=5)
+    _lie_about_size(archive, 1000)  # declares 1,000 bytes; the deflate stream gives 5,000,000
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.getinfo("zeros.bin").file_size == 1000  # the small size passes every check made before writing
+    before = tree(dest.parent.parent)
+    with pytest.raises(ValueError) as info:
+        safe_extract(archive, dest)
+    message = str(info.value)
+    assert str(archive) in message and "'zeros.bin'" in message
+    assert "more than the 1,000 bytes its header declares" in message and "stopped after writing 1,000 bytes" in message
+    assert tree(dest.parent.parent) == before and not dest.exists()  # the partial file went with the temporary folder
+    # a header declaring more than the stream holds is refused too (the ratio check is off to get that far)
+    _lie_about_size(archive, 6_000_000)
+    with pytest.raises(ValueError, match=r"'zeros\.bin' holds only 5,000,000 of the 6,000,000 bytes"):
+        safe_extract(archive, dest, max_ratio=None)
+    assert tree(dest.parent.parent) == before and not dest.exists()
+
+
+def test_tar_member_shorter_in_its_header_than_its_data_is_written_at_the_declared_size(world):
+    outside, archives, dest = world
+    data = bytes(range(256)) * 20  # 5,120 bytes follow the header, which says 1,000
+    header = tar_file("short.bin")
+    header.size = 1000
+    raw = header.tobuf(format=tarfile.USTAR_FORMAT) + data + bytes(1024)
+    archive = archives / "short.tar"
+    archive.write_bytes(raw)
+    assert safe_extract(archive, dest) == [dest / "short.bin"]
+    assert (dest / "short.bin").read_bytes() == data[:1000]  # the stream past the declared size is never written
+    assert tree(dest) == ["short.bin"]
+
+
+def test_limit_arguments_are_checked(world):
+    outside, archives, dest = world
+    archive = make_zip(archives / "ok.zip", FILES.items())
+    for bad in (0, -5, 1.5, True, "1GB"):
+        with pytest.raises(ValueError, match="max_bytes"):
+            safe_extract(archive, dest, max_bytes=bad)
+    for bad in (0, 0.5, -1, "big", float("inf")):
+        with pytest.raises(ValueError, match="max_ratio"):
+            safe_extract(archive, dest, max_ratio=bad)
+    assert not dest.exists()

@@ -9,6 +9,7 @@ import tarfile
 import warnings
 import zipfile
 from collections import namedtuple
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,6 +26,12 @@ from nstlib.data.download import DownloadError
 def _not_quick(monkeypatch):
     """Real mode unless a test turns quick mode on (a caller's NSTLIB_QUICK=1 must not leak in)."""
     monkeypatch.delenv(config.ENV_QUICK, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Downloads keep lock files in <cache>/locks: a cache of the test's own, outside the folders it lists."""
+    monkeypatch.setenv(config.ENV_CACHE, str(tmp_path_factory.mktemp("cache")))
 
 
 def png(seed: int, size=(20, 14)) -> bytes:
@@ -262,3 +269,45 @@ def test_plain_http_fallbacks_need_a_checksum(http_server, tmp_path):
     checked = datasets.Archive(**{**unchecked.__dict__, "md5": served.md5})
     assert datasets.download_archive(checked, tmp_path, progress=False) == tmp_path / "LabelMe-12-50k"
     assert http_server.count("/plain/x.tar.gz") == 1
+
+
+def test_labelme_12_50k_bomb_is_refused_and_deleted(http_server, cache_dir):
+    # plain http, no checksum: only the limits stand between a 20 KB download and 20 MB (or 20 GB) on disk
+    bomb = make_tar_gz({**LABELME_FILES, "LabelMe-12-50k/train/zeros.jpg": bytes(20 * 10**6)})
+    assert len(bomb) * 500 < 20 * 10**6  # the oracle: far beyond the ratio of a folder of JPEGs (about 1)
+    served = serve(http_server, "/deep_learning/LabelMe-12-50k.tar.gz", bomb)
+    dest = cache_dir / "datasets" / "labelme-12-50k"
+    with pytest.raises(ValueError) as info:
+        download_labelme_12_50k(url=served.url, progress=False)
+    message = str(info.value)
+    assert "max_ratio=100" in message and f"The refused archive {dest / 'LabelMe-12-50k.tar.gz'} was deleted" in message
+    assert files_under(dest) == []  # no archive, no image, no manifest: nothing reports it as downloaded
+    with pytest.raises(datasets.DatasetNotFoundError):
+        open_dataset("labelme-12-50k", 8)
+    assert http_server.count() == 1
+
+
+def test_archive_over_its_max_bytes_is_refused_and_deleted(http_server, tmp_path):
+    data = make_zip(COCO_FILES)
+    total = sum(len(v) for v in COCO_FILES.values())
+    served = serve(http_server, "/val2017.zip", data)
+    archive = datasets.Archive(name="coco-val2017", url=served.url, filename="val2017.zip", folder="val2017",
+                               size=len(data), sha256=served.sha256, md5=None, images=4, max_bytes=total - 1)
+    with pytest.raises(ValueError) as info:
+        datasets.download_archive(archive, tmp_path / "coco", progress=False)
+    message = str(info.value)
+    assert f"declaring {total:,} bytes in all, more than max_bytes={total - 1:,}" in message
+    assert f"The refused archive {tmp_path / 'coco' / 'val2017.zip'} was deleted" in message
+    assert files_under(tmp_path / "coco") == []
+    # exactly at the limit: extracted
+    folder = datasets.download_archive(replace(archive, max_bytes=total), tmp_path / "coco", progress=False)
+    assert (folder / "000000000285.jpg").read_bytes() == COCO_FILES["val2017/000000000285.jpg"]
+
+
+def test_archive_limits_fit_the_published_archives():
+    val, train, lm = (datasets.ARCHIVES[k] for k in ("coco-val2017", "coco-train2014", "labelme-12-50k"))
+    # COCO zips store JPEGs as they are: the contents are about the archive's size; the cap leaves room, not 2x
+    for coco in (val, train):
+        assert 1.1 * coco.size < coco.max_bytes < 1.5 * coco.size
+    # LabelMe-12-50k: 50,000 JPEGs of 256x256; even 60 KB each (a quality-100 JPEG of that size) fits
+    assert lm.images * 60_000 < lm.max_bytes < 10 * 10**9

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import multiprocessing
 import os
 import pickle
+import re
 import socket
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from localserver import Route
 
+from nstlib import config
 from nstlib.data import download as dl
 from nstlib.data.download import DownloadError
 
 DATA = bytes(range(256)) * 1024 + b"tail"  # 262 148 bytes, several read chunks
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """download() keeps lock files in <cache>/locks: a cache of the test's own, outside the folders it lists."""
+    monkeypatch.setenv(config.ENV_CACHE, str(tmp_path_factory.mktemp("cache")))
 
 
 def _get(url, dest, **kw):
@@ -46,6 +58,11 @@ def test_download_bytes_checksum_and_user_agent(http_server, tmp_path):
     assert "neural style transfer course" in request.headers["user-agent"]
     assert "range" not in request.headers
 
+
+def test_user_agent_names_the_package_version():
+    import nstlib
+
+    assert dl.user_agent() == f"nstlib/{nstlib.__version__} (neural style transfer course)"
 
 def test_download_replaces_existing_file(http_server, tmp_path):
     url = http_server.add("/data.bin", DATA)
@@ -372,3 +389,129 @@ def test_url_cache_path_names(cache_dir):
     assert dl.url_cache_path("https://h/x/evil%20name%3F.jpg?q=1").name.endswith("-evil_name_.jpg")
     assert dl.url_cache_path("https://h/a.jpg") != dl.url_cache_path("https://g/a.jpg")
     assert os.path.dirname(dl.url_cache_path("https://h/a.jpg")) == str(cache_dir / "urls")
+
+
+@pytest.mark.parametrize("left", [DATA, b"not the file"], ids=["good", "bad"])
+def test_a_waiter_reuses_a_file_written_while_it_waited(http_server, tmp_path, capsys, left):
+    url = http_server.add("/data.bin", DATA)
+    dest = tmp_path / "data.bin"
+    holding = threading.Event()
+
+    def other_process():
+        with dl.file_lock(dest, progress=False):
+            holding.set()
+            time.sleep(0.3)
+            dest.write_bytes(left)
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    assert holding.wait(10)
+    assert _get(url, dest, sha256=DATA_SHA, progress=True) == dest
+    thread.join()
+    assert dest.read_bytes() == DATA
+    # a good file is taken as it is; one failing the sha256 is downloaded afresh
+    assert http_server.count() == (0 if left == DATA else 1)
+    assert "data.bin: waiting for another download to finish" in capsys.readouterr().out
+
+
+def test_lock_path_is_the_same_for_every_name_of_a_file(tmp_path, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    lock = dl.lock_path(tmp_path / "real" / "f.bin")
+    absolute = str(tmp_path.resolve() / "real" / "f.bin")
+    assert lock == config.cache_dir() / "locks" / (hashlib.sha1(absolute.encode()).hexdigest()[:3] + ".lock")
+    assert dl.lock_path("real/f.bin") == dl.lock_path(tmp_path / "link" / "f.bin") == lock
+    # a crawl of thousands of files needs at most 16**3 lock files
+    names = {dl.lock_path(tmp_path / f"img{k:05d}.jpg").name for k in range(20_000)}
+    assert 4000 < len(names) <= 4096
+
+def test_unwritable_lock_folder_warns_and_still_downloads(http_server, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv(config.ENV_CACHE, str(blocker / "cache"))  # <cache>/locks cannot be created under a file
+    url = http_server.add("/data.bin", DATA)
+    with pytest.warns(UserWarning, match=r"cannot create the lock folder .*without a lock.*NSTLIB_CACHE"):
+        assert _get(url, tmp_path / "d" / "data.bin", sha256=DATA_SHA).read_bytes() == DATA
+
+# ---- several processes downloading one file into one destination --------------------------------------------
+
+BIG = hashlib.sha256(b"seed").digest() * 62_500  # 2,000,000 bytes: several pieces, not all alike
+BIG_SHA = hashlib.sha256(BIG).hexdigest()
+PIECE, PAUSE = 1 << 16, 0.05  # a slow link: 31 pieces of 64 KiB, 50 ms apart (about 1.5 s per download)
+
+
+class _TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Sends ``server.body`` piece by piece with pauses, honours ``Range: bytes=N-`` and logs each GET."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format, *args):  # noqa: A002 - silence the default stderr log
+        pass
+
+    def do_GET(self):
+        body, wanted = self.server.body, self.headers.get("Range")
+        self.server.log.append(wanted)
+        match = re.fullmatch(r"bytes=(\d+)-", wanted or "")
+        start = int(match.group(1)) if match and int(match.group(1)) < len(body) else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        for at in range(start, len(body), PIECE):
+            self.wfile.write(body[at:at + PIECE])
+            self.wfile.flush()
+            time.sleep(PAUSE)
+
+
+@pytest.fixture
+def trickle_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHandler)
+    server.daemon_threads, server.body, server.log = True, BIG, []
+    server.handle_error = lambda request, address: None  # a client hanging up is not the test's concern
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _download_in_child(url, dest, delay, ready, results):
+    """Run in a spawned process: import, wait for the others, sleep ``delay``, download, report the bytes' sha256."""
+    from nstlib.data import download as child_dl
+
+    ready.wait(timeout=120)
+    time.sleep(delay)
+    try:
+        path = child_dl.download(url, dest, progress=False, backoff=0.01)
+        data = Path(path).read_bytes()
+        results.put((delay, "ok", hashlib.sha256(data).hexdigest(), len(data)))
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which fails the test
+        results.put((delay, "error", f"{type(error).__name__}: {error}", 0))
+
+
+@pytest.mark.parametrize("leftover", [0, 700_000], ids=["fresh", "resumed"])
+def test_concurrent_processes_share_one_download(trickle_server, cache_dir, tmp_path, leftover):
+    """Three real processes start 0.1 s apart on the same URL and destination, while the first is mid-way."""
+    url = f"http://127.0.0.1:{trickle_server.server_address[1]}/big.bin"
+    dest = tmp_path / "shared" / "big.bin"
+    if leftover:
+        dest.parent.mkdir()
+        dest.with_name("big.bin.part").write_bytes(BIG[:leftover])  # an earlier, interrupted run
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_download_in_child, args=(url, str(dest), 0.1 * k, ready, results))
+             for k in range(3)]
+    for proc in procs:
+        proc.start()
+    outcomes = sorted(results.get(timeout=180) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+    assert outcomes == [(0.1 * k, "ok", BIG_SHA, len(BIG)) for k in range(3)]  # every caller got the file
+    assert dest.read_bytes() == BIG
+    assert os.listdir(dest.parent) == ["big.bin"]  # no .part, no temporary file, no lock beside it
+    # one transfer, resumed from the leftover when there was one; the others waited and reused it
+    assert trickle_server.log == [f"bytes={leftover}-" if leftover else None]
+    assert all(p.suffix == ".lock" for p in (cache_dir / "locks").iterdir())

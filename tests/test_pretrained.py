@@ -1,4 +1,6 @@
-"""pytorch/examples' pretrained models: name conversion (against their own network), fetch end to end, quick mode."""
+"""pytorch/examples' pretrained models: fetch end to end (checked against their own network), quick mode.
+
+Converting their state dicts is nstlib.checkpoints' job: tests/test_checkpoints.py."""
 
 from __future__ import annotations
 
@@ -9,169 +11,13 @@ import zipfile
 
 import pytest
 import torch
-import torch.nn.functional as F
 from localserver import Route
+from nets import examples_model, examples_state, oracle
 
+from nstlib import TransformerNet
 from nstlib.data import pretrained
-from nstlib.checkpoints import convert_examples_state_dict, examples_key_map
 from nstlib.data.pretrained import PRETRAINED_STYLES, fetch_pretrained, load_pretrained
-from nstlib import TransformerNet, load_transform_net
 from nstlib.vgg import WeightsError
-
-
-
-
-# ---- pytorch/examples' fast_neural_style network, with its attribute names (the oracle) ---------------------
-
-class ConvLayer(torch.nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, stride):
-        super().__init__()
-        self.reflection_pad = torch.nn.ReflectionPad2d(kernel_size // 2)
-        self.conv2d = torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-
-    def forward(self, x):
-        return self.conv2d(self.reflection_pad(x))
-
-
-class ResidualBlock(torch.nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in1 = torch.nn.InstanceNorm2d(channels, affine=True)
-        self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in2 = torch.nn.InstanceNorm2d(channels, affine=True)
-        self.relu = torch.nn.ReLU()
-
-    def forward(self, x):
-        out = self.relu(self.in1(self.conv1(x)))
-        return self.in2(self.conv2(out)) + x
-
-
-class UpsampleConvLayer(torch.nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, stride, upsample=None):
-        super().__init__()
-        self.upsample = upsample
-        self.reflection_pad = torch.nn.ReflectionPad2d(kernel_size // 2)
-        self.conv2d = torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-
-    def forward(self, x):
-        if self.upsample:
-            x = F.interpolate(x, mode="nearest", scale_factor=self.upsample)
-        return self.conv2d(self.reflection_pad(x))
-
-
-class ExamplesTransformerNet(torch.nn.Module):
-    """pytorch/examples' TransformerNet (width 32 there; ``b`` here to keep tests fast)."""
-
-    def __init__(self, b=32):
-        super().__init__()
-        self.conv1 = ConvLayer(3, b, kernel_size=9, stride=1)
-        self.in1 = torch.nn.InstanceNorm2d(b, affine=True)
-        self.conv2 = ConvLayer(b, 2 * b, kernel_size=3, stride=2)
-        self.in2 = torch.nn.InstanceNorm2d(2 * b, affine=True)
-        self.conv3 = ConvLayer(2 * b, 4 * b, kernel_size=3, stride=2)
-        self.in3 = torch.nn.InstanceNorm2d(4 * b, affine=True)
-        self.res1 = ResidualBlock(4 * b)
-        self.res2 = ResidualBlock(4 * b)
-        self.res3 = ResidualBlock(4 * b)
-        self.res4 = ResidualBlock(4 * b)
-        self.res5 = ResidualBlock(4 * b)
-        self.deconv1 = UpsampleConvLayer(4 * b, 2 * b, kernel_size=3, stride=1, upsample=2)
-        self.in4 = torch.nn.InstanceNorm2d(2 * b, affine=True)
-        self.deconv2 = UpsampleConvLayer(2 * b, b, kernel_size=3, stride=1, upsample=2)
-        self.in5 = torch.nn.InstanceNorm2d(b, affine=True)
-        self.deconv3 = ConvLayer(b, 3, kernel_size=9, stride=1)
-        self.relu = torch.nn.ReLU()
-
-    def forward(self, X):
-        y = self.relu(self.in1(self.conv1(X)))
-        y = self.relu(self.in2(self.conv2(y)))
-        y = self.relu(self.in3(self.conv3(y)))
-        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
-        y = self.relu(self.in4(self.deconv1(y)))
-        y = self.relu(self.in5(self.deconv2(y)))
-        return self.deconv3(y)
-
-
-def examples_model(seed: int, b: int = 32) -> ExamplesTransformerNet:
-    torch.manual_seed(seed)
-    net = ExamplesTransformerNet(b)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-        # trained models output pixels around 0..255: scale the last layer like one
-        net.deconv3.conv2d.weight.mul_(200)
-        net.deconv3.conv2d.bias.add_(127.5)
-    return net.eval()
-
-
-def examples_state(net: ExamplesTransformerNet) -> dict:
-    """Its state dict plus the stale running statistics old PyTorch versions saved for instance norms."""
-    state = dict(net.state_dict())
-    for name, module in net.named_modules():
-        if isinstance(module, torch.nn.InstanceNorm2d):
-            state[f"{name}.running_mean"] = torch.zeros(module.num_features)
-            state[f"{name}.running_var"] = torch.ones(module.num_features)
-    return state
-
-
-def oracle(net: ExamplesTransformerNet, x: torch.Tensor) -> torch.Tensor:
-    """What our [0, 1] network must return: theirs on 0..255 pixels, divided by 255 (reflect-pad to 4, crop)."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x * 255, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")
-    with torch.no_grad():
-        return net(padded)[..., :h, :w] / 255
-
-
-# ---- conversion ---------------------------------------------------------------------------------------------
-
-def test_key_map_covers_our_network_exactly():
-    names = examples_key_map()
-    ours = set(TransformerNet(upsample="nearest", base=4).state_dict())
-    assert {f"{v}.{p}" for v in names.values() for p in ("weight", "bias")} == ours
-    theirs = set(ExamplesTransformerNet(4).state_dict())
-    assert {f"{k}.{p}" for k in names for p in ("weight", "bias")} == theirs
-
-
-def test_converted_net_equals_examples_net_on_scaled_input():
-    ref = examples_model(0)
-    state = examples_state(ref)
-    assert "res3.in2.running_var" in state and "in5.running_mean" in state
-    converted = convert_examples_state_dict(state)
-    assert not any("running" in k for k in converted)
-    net = TransformerNet(upsample="nearest", pixel_scale=255)
-    net.load_state_dict(converted)
-    net.eval()
-    for size in [(32, 48), (21, 30)]:  # a multiple of 4 and not
-        x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            got = net(x)
-        want = oracle(ref, x)
-        assert float(want.std()) > 0.05  # a real signal, not a constant
-        torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
-
-
-def test_convert_lists_unexpected_and_missing_keys():
-    state = examples_state(examples_model(1, 4))
-    del state["deconv3.conv2d.bias"]
-    state["fc.weight"] = torch.zeros(2)
-    with pytest.raises(ValueError, match=r"unexpected keys \['fc\.weight'\].*missing keys \['deconv3\.conv2d\.bias'\]"):
-        convert_examples_state_dict(state)
-    with pytest.raises(ValueError, match="state dict"):
-        convert_examples_state_dict([1, 2])
-
-
-@pytest.mark.parametrize("legacy", [False, True])
-def test_load_transform_net_reads_examples_files(tmp_path, legacy):
-    ref = examples_model(2, 8)
-    path = tmp_path / "candy.pth"
-    # the real files were written by PyTorch 0.x: the legacy (non-zip) format must load too
-    torch.save(examples_state(ref), path, _use_new_zipfile_serialization=not legacy)
-    net = load_transform_net(path)
-    assert net.config == {"upsample": "nearest", "base": 8, "output": "none", "pixel_scale": 255.0}
-    x = torch.rand(1, 3, 24, 28)
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), oracle(ref, x), atol=2e-4, rtol=1e-4)
 
 
 # ---- fetch_pretrained end to end against a local server --------------------------------------------------
@@ -270,6 +116,27 @@ def test_bad_archive_fails_clearly_and_leaves_nothing(http_server, cache_dir, pr
     assert "saved_models.zip" in str(info.value)  # says where a hand-made copy would go
     assert cache_files(cache_dir) == []  # no archive, no record, no half-extracted model, no temp folder
 
+
+def test_oversized_model_is_refused_before_it_is_written(http_server, cache_dir):
+    # the real models are about 6.7 MB each: the cap holds all four, and is far below a bomb
+    assert 4 * 6_700_000 < pretrained.MAX_MODELS_BYTES <= 100 * 10**6
+    data, _ = make_archive()
+    buffer = io.BytesIO()  # the same archive with candy.pth replaced by 100 MB of zeros (about 100 KB deflated)
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info in src.infolist():
+            if info.filename != "saved_models/candy.pth":
+                zf.writestr(info, src.read(info))
+                continue
+            with zf.open(info.filename, "w") as out:
+                for _ in range(100):
+                    out.write(bytes(10**6))
+    url = http_server.add("/z.zip", buffer.getvalue())
+    with pytest.raises(WeightsError) as info:
+        fetch_pretrained("candy", url=url, progress=False)
+    message = str(info.value)
+    assert f"more than max_bytes={pretrained.MAX_MODELS_BYTES:,}" in message and "Nothing was extracted" in message
+    assert f"so {cache_dir / 'pretrained' / 'saved_models.zip'} was deleted" in message
+    assert cache_files(cache_dir) == []  # no archive, no record, no model, no temporary folder
 
 def test_archive_placed_by_hand_is_used_without_network(cache_dir, no_network):
     data, refs = make_archive(seed=3)

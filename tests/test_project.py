@@ -1,7 +1,10 @@
 """Project-level promises: dependency files agree, lower bounds only, the README tells the truth."""
 
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (a dev dependency there)
+    import tomli as tomllib
 from pathlib import Path
 
 import yaml
@@ -12,6 +15,8 @@ CONDA_NAMES = {"pytorch": "torch"}  # conda package name -> PyPI name
 
 
 def _split(requirement: str) -> tuple[str, str]:
+    """``"name>=1.0; marker  # comment"`` as ``("name", ">=1.0")``: environment markers are pip's alone."""
+    requirement = requirement.split("#")[0].split(";")[0]
     match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", requirement)
     return match.group(1).lower().replace("_", "-"), match.group(2).replace(" ", "")
 

@@ -14,6 +14,21 @@ Rules (a member breaking one raises ``ValueError`` naming the archive and the me
   FIFOs are refused (whatever their target), and so are encrypted zip members;
 * two members may not land on the same path, and a file may not be used as a folder.
 
+Decompression bombs (a small archive that expands to gigabytes) are refused before anything
+is written, from the sizes the archive declares for the members to extract:
+
+* their total may not exceed ``max_bytes`` (:data:`DEFAULT_MAX_BYTES`, 1 GiB, unless the
+  caller knows better: the dataset downloads pass limits that fit their archives);
+* ``total / packed`` may not exceed ``max_ratio`` (:data:`DEFAULT_MAX_RATIO`, 100), where
+  ``packed`` is the compressed size of those members in a zip and the size of the whole
+  file for a tar. Photos and model weights barely compress (ratio about 1) and text about
+  3 to 10, while zeros deflate about 1000-fold; totals up to :data:`RATIO_GRACE_BYTES`
+  (1 MiB) are never refused for their ratio.
+
+While writing, a member whose data holds more bytes than its header declares is stopped at
+the declared size and the whole archive is refused, as is one holding fewer (``tarfile``
+never reads past a member's declared size; a zip member's stream is read to its real end).
+
 Extraction writes into a fresh temporary folder beside ``dest`` and then renames into
 place: the whole folder when ``dest`` does not exist yet, otherwise file by file (each
 replacement atomic). A failure while reading or writing (a damaged archive, a full disk)
@@ -23,6 +38,7 @@ owners and times are not restored (files get the default permissions).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -34,10 +50,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-__all__ = ["archive_kind", "archive_members", "safe_extract"]
+from ..validate import non_negative_number, optional_positive_int
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RATIO", "RATIO_GRACE_BYTES", "archive_kind", "archive_members",
+           "safe_extract"]
+
+DEFAULT_MAX_BYTES = 1 << 30
+"""Default cap (1 GiB) on the total declared size of the files :func:`safe_extract` writes."""
+
+DEFAULT_MAX_RATIO = 100
+"""Default cap on declared size / compressed size (photos and weights: about 1; zeros: about 1000)."""
+
+RATIO_GRACE_BYTES = 1 << 20
+"""Totals up to this many bytes (1 MiB) are never refused for their compression ratio."""
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -46,6 +75,8 @@ class _Member:
     parts: tuple[str, ...]  # normalised path components
     is_dir: bool
     open: Callable[[], BinaryIO] | None  # opens the file's bytes (None for folders)
+    size: int = 0  # declared (uncompressed) size
+    packed: int = 0  # compressed size (zip only; 0 in a tar, whose compression is of the whole stream)
 
 
 def archive_kind(path: str | os.PathLike) -> str:
@@ -118,8 +149,19 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
         if info.flag_bits & 0x1:
             raise ValueError(f"{archive}: member {info.filename!r} is encrypted; extract it by hand with its password")
         members.append(_Member(info.filename, _normalise(archive, info.filename), is_dir,
-                               None if is_dir else (lambda info=info: zf.open(info))))
+                               None if is_dir else (lambda info=info: zf.open(_unbounded(info))),
+                               0 if is_dir else info.file_size, 0 if is_dir else info.compress_size))
     return members
+
+
+def _unbounded(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """A copy of ``info`` declaring an unreachable size, so that ``zipfile`` reads the member's real
+    stream: left alone it stops at the declared size and fails the CRC check there, which would hide
+    a header that lies. :func:`_copy_member` enforces the declared size itself; the CRC is still
+    checked at the end of the stream."""
+    info = copy.copy(info)
+    info.file_size = 1 << 62
+    return info
 
 
 def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
@@ -133,7 +175,8 @@ def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
             raise ValueError(f"{archive}: refusing to extract member {info.name!r}: it is a device file or FIFO; "
                              "only regular files and folders are extracted. Nothing was extracted")
         members.append(_Member(info.name, _normalise(archive, info.name), info.isdir(),
-                               None if info.isdir() else (lambda info=info: tf.extractfile(info))))
+                               None if info.isdir() else (lambda info=info: tf.extractfile(info)),
+                               0 if info.isdir() else info.size))
     return members
 
 
@@ -198,8 +241,80 @@ def _make_room(root: Path, member: _Member) -> Path | None:
     return target
 
 
+def _check_limits(archive: Path, files: list[_Member], packed: int, max_bytes: int | None,
+                  max_ratio: float | None) -> None:
+    """Refuse, before writing, files declaring more than ``max_bytes`` in all or expanding ``packed``
+    compressed bytes more than ``max_ratio``-fold (totals up to RATIO_GRACE_BYTES excepted)."""
+    total = sum(m.size for m in files)
+    bomb = "Nothing was extracted; an archive expanding far beyond its expected size may be a decompression bomb."
+    if max_bytes is not None and total > max_bytes:
+        raise ValueError(f"{archive}: refusing to extract {len(files)} file(s) declaring {total:,} bytes in all, "
+                         f"more than max_bytes={max_bytes:,}. {bomb} If you trust the archive, pass a larger "
+                         "max_bytes")
+    if max_ratio is not None and total > max(max_ratio * packed, RATIO_GRACE_BYTES):
+        raise ValueError(f"{archive}: refusing to extract: {packed:,} compressed bytes would expand to {total:,} "
+                         f"bytes ({total / max(packed, 1):,.0f}-fold), more than max_ratio={max_ratio:g}. {bomb} "
+                         "If you trust the archive, pass a larger max_ratio (or None)")
+
+
+def _copy_member(archive: Path, member: _Member, src: BinaryIO, out: BinaryIO) -> None:
+    """Copy ``member``'s bytes; stop at its declared size and refuse it when ``src`` holds more."""
+    left = member.size
+    while chunk := src.read(min(_CHUNK, left + 1)):
+        out.write(chunk[:left])
+        if len(chunk) > left:
+            raise ValueError(f"{archive}: member {member.name!r} holds more than the {member.size:,} bytes its "
+                             f"header declares: stopped after writing {member.size:,} bytes. Nothing was "
+                             "extracted; the archive is damaged or a decompression bomb: get it from a trusted "
+                             "source")
+        left -= len(chunk)
+    if left:
+        raise ValueError(f"{archive}: member {member.name!r} holds only {member.size - left:,} of the "
+                         f"{member.size:,} bytes its header declares. Nothing was extracted; the archive is "
+                         "damaged: delete it and fetch it again")
+
+
+def _write_members(archive: Path, dest: Path, listed: list[_Member]) -> None:
+    """Write ``listed`` into a temporary folder beside ``dest``, then rename into place (see the module docstring)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
+    try:
+        for m in listed:
+            target = _make_room(tmp, m)
+            if target is not None:
+                with m.open() as src, open(target, "xb") as out:
+                    _copy_member(archive, m, src, out)
+        if not dest.exists():
+            os.rename(tmp, dest)
+        else:
+            for m in listed:
+                final = _make_room(dest, m)
+                if final is not None:
+                    os.replace(tmp.joinpath(*m.parts), final)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
+        raise ValueError(f"{archive} is damaged ({type(error).__name__}: {error}): nothing was extracted; "
+                         "delete it and fetch it again") from error
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _select(archive: Path, listed: list[_Member], members: Iterable[str] | None) -> list[_Member]:
+    """The members named in ``members`` (all when None); ValueError naming unknown names."""
+    if members is None:
+        return listed
+    wanted = list(members)
+    names = {m.name for m in listed}
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise ValueError(f"{archive} has no member(s) {unknown}; it holds {sorted(names)[:10]}")
+    wanted_set = set(wanted)
+    return [m for m in listed if m.name in wanted_set]
+
+
 def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike, *,
-                 members: Iterable[str] | None = None) -> list[Path]:
+                 members: Iterable[str] | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES,
+                 max_ratio: float | None = DEFAULT_MAX_RATIO) -> list[Path]:
     """Extract a zip or tar archive into the folder ``dest`` safely; return the extracted files' paths.
 
     ``members`` (names exactly as the archive lists them, see :func:`archive_members`)
@@ -209,12 +324,21 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike, *,
     ``dest``). Files are written into a temporary folder beside ``dest`` and then renamed
     into place; files already in ``dest`` with the same names are replaced.
 
+    ``max_bytes`` caps the total declared size of the files to extract and ``max_ratio``
+    that total divided by their compressed size (the whole file's size for a tar); either
+    may be None for no cap. Both are checked before anything is written, and a member
+    yielding more than its declared size is stopped there (module docstring).
+
     Returns the paths ``dest / member`` of the regular files extracted, in archive order
     (folders are created but not listed).
     """
     archive = Path(archive_path)
     dest = Path(dest)
     kind = archive_kind(archive)
+    max_bytes = optional_positive_int(max_bytes, "max_bytes", " (bytes the extracted files may take in all)")
+    if max_ratio is not None and not non_negative_number(max_ratio, "max_ratio") >= 1:
+        raise ValueError(f"max_ratio={max_ratio!r} must be a number >= 1 (extracted bytes per compressed byte) "
+                         "or None")
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"dest={str(dest)!r} exists and is not a folder: pass a folder to extract {archive} into")
     try:
@@ -226,36 +350,12 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike, *,
             listed = _zip_members(archive, handle) if kind == "zip" else _tar_members(archive, handle)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
             raise ValueError(f"{archive} is damaged ({error}): delete it and fetch it again") from error
-        if members is not None:
-            wanted = list(members)
-            names = {m.name for m in listed}
-            unknown = [name for name in wanted if name not in names]
-            if unknown:
-                raise ValueError(f"{archive} has no member(s) {unknown}; it holds {sorted(names)[:10]}")
-            wanted_set = set(wanted)
-            listed = [m for m in listed if m.name in wanted_set]
+        listed = _select(archive, listed, members)
         _check_layout(archive, listed)
+        files = [m for m in listed if not m.is_dir]
+        packed = sum(m.packed for m in files) if kind == "zip" else archive.stat().st_size
+        _check_limits(archive, files, packed, max_bytes, max_ratio)
         if dest.exists():
             _check_dest(archive, dest, [m for m in listed if m.parts])
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
-        try:
-            for m in listed:
-                target = _make_room(tmp, m)
-                if target is not None:
-                    with m.open() as src, open(target, "xb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-            if not dest.exists():
-                os.rename(tmp, dest)
-            else:
-                for m in listed:
-                    final = _make_room(dest, m)
-                    if final is not None:
-                        os.replace(tmp.joinpath(*m.parts), final)
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
-            raise ValueError(f"{archive} is damaged ({type(error).__name__}: {error}): nothing was extracted; "
-                             "delete it and fetch it again") from error
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        _write_members(archive, dest, listed)
     return [dest.joinpath(*m.parts) for m in listed if not m.is_dir and m.parts]

@@ -45,7 +45,7 @@ from PIL import Image
 from .. import config
 
 from . import synthetic
-from .archives import safe_extract
+from .archives import DEFAULT_MAX_BYTES, safe_extract
 from .download import DownloadError, download, sha256_file
 from ..fileio import atomic_write_json
 from ..images import DEFAULT_MAX_PIXELS, ImageError, load_image
@@ -93,7 +93,11 @@ class Archive:
     destination folder (the manifest records the folder actually found). ``size``,
     ``sha256`` and ``md5`` are None when unpublished. ``fallback_urls`` are tried in
     order when ``url`` fails (another address of the same file; plain ``http`` ones only
-    when a checksum is known, since the checksum then protects the file).
+    when a checksum is known, since the checksum then protects the file). ``max_bytes``
+    caps the total size of the extracted files (see
+    :func:`nstlib.data.archives.safe_extract`, which also refuses a compression ratio
+    above 100): a little above the real contents, so that a different, much larger file
+    (a decompression bomb from an unchecked address) is refused before it is written.
     """
 
     name: str
@@ -107,6 +111,7 @@ class Archive:
     allow_http: bool = False
     note: str = ""
     fallback_urls: tuple[str, ...] = ()
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 def _coco_fallbacks(path: str) -> tuple[str, ...]:
@@ -121,20 +126,23 @@ ARCHIVES = {
         folder="val2017", size=815_585_330, md5="442b8da7639aecaf257c1dceb8ba8c80",
         sha256="4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", images=5_000,
         note="COCO 2017 validation images (Flickr terms of use); size and checksums are community-derived",
-        fallback_urls=_coco_fallbacks("zips/val2017.zip")),
+        fallback_urls=_coco_fallbacks("zips/val2017.zip"),
+        max_bytes=1_000_000_000),  # JPEGs barely compress: about 0.79 GB extracted
     "coco-train2014": Archive(
         name="coco-train2014", url="https://images.cocodataset.org/zips/train2014.zip", filename="train2014.zip",
         folder="train2014", size=13_510_573_713, md5="0da8c0bd3d6becc4dcb32757491aca88", sha256=None,
         images=82_783,
         note="COCO 2014 training images, Johnson et al.'s training set (Flickr terms of use); only a "
              "community-derived md5 is known, checked after the download",
-        fallback_urls=_coco_fallbacks("zips/train2014.zip")),
+        fallback_urls=_coco_fallbacks("zips/train2014.zip"),
+        max_bytes=16_000_000_000),  # about 13.4 GB extracted
     "labelme-12-50k": Archive(
         name="labelme-12-50k", url="http://www.ais.uni-bonn.de/deep_learning/LabelMe-12-50k.tar.gz",
         filename="LabelMe-12-50k.tar.gz", folder="LabelMe-12-50k", size=None, sha256=None, md5=None,
         images=50_000, allow_http=True,
         note="LabelMe-12-50k (Uetz & Behnke, Uni Bonn): 50,000 JPEGs of 256x256; no size or checksum is "
-             "published and the host serves plain http, so the file cannot be verified (its sha256 is recorded)"),
+             "published and the host serves plain http, so the file cannot be verified (its sha256 is recorded)",
+        max_bytes=4_000_000_000),  # 50,000 JPEGs of 256x256: 80 KB each, far above their real size
 }
 """The archives :func:`download_archive` knows, by dataset name."""
 
@@ -504,6 +512,18 @@ def _common_folder(files: list[str]) -> str:
     return common or "."
 
 
+def _extract_or_delete(archive: Archive, path: Path, dest: Path) -> list[Path]:
+    """:func:`safe_extract` with ``archive.max_bytes``; a refused archive is deleted and the error says so."""
+    try:
+        return safe_extract(path, dest, max_bytes=archive.max_bytes)
+    except ValueError as error:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"{error}\nThe refused archive {path} was deleted (nothing of it was extracted into "
+                         f"{dest}). The limit for {archive.name} is max_bytes={archive.max_bytes:,}; to accept a "
+                         f"larger file you trust, call download_archive(dataclasses.replace(ARCHIVES["
+                         f"{archive.name!r}], max_bytes=...)).") from error
+
+
 def download_archive(archive: Archive, dest: str | os.PathLike | None = None, *, keep_archive: bool = False,
                      progress: bool = True, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0) -> Path:
     """Download, verify and extract ``archive`` into ``dest``; return its image folder.
@@ -521,8 +541,10 @@ def download_archive(archive: Archive, dest: str | os.PathLike | None = None, *,
        fetched. A mismatch deletes the archive and raises
        :class:`~nstlib.DownloadError`: nothing is left behind.
     5. Extract with :func:`nstlib.data.archives.safe_extract` (refuses members escaping
-       ``dest``), write the manifest (name, url, archive size, sha256, md5, image
-       folder, file list) atomically, delete the archive unless ``keep_archive``.
+       ``dest``, and contents over ``archive.max_bytes`` or expanding more than 100-fold),
+       write the manifest (name, url, archive size, sha256, md5, image folder, file list)
+       atomically, delete the archive unless ``keep_archive``. A refused archive is
+       deleted (the error names it) and nothing of it stays in ``dest``.
 
     The image folder is the deepest folder holding every extracted file (for COCO
     ``dest/val2017``). Default ``dest``: :func:`dataset_dir` of the archive's name.
@@ -559,7 +581,7 @@ def download_archive(archive: Archive, dest: str | os.PathLike | None = None, *,
     archive_sha256 = archive.sha256 or (sha256_file(path) if archive.md5 is None else None)
     if progress:
         print(f"extracting {path} into {dest} ...")
-    extracted = safe_extract(path, dest)
+    extracted = _extract_or_delete(archive, path, dest)
     files = sorted(p.relative_to(dest).as_posix() for p in extracted)
     folder = _common_folder(files)
     atomic_write_json(_manifest_path(dest, archive.name), {

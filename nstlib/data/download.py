@@ -21,6 +21,18 @@ After a network failure the ``.part`` file stays, so the next call resumes; afte
 failed check (HTML, size, sha256) it is deleted. Every failure raises
 :class:`DownloadError`, whose message names the URL, the reason and the fix.
 
+Several processes may fetch the same file at once (``nstlib batch --workers 2`` on an
+empty cache does): the ``.part`` file of ``dest`` is only ever written under an
+inter-process lock (:func:`file_lock`, a ``filelock.FileLock``), so one process downloads
+while the others wait; a waiter that finds ``dest`` freshly written by another process
+(and matching ``size`` and ``sha256`` when given) returns it without a request. The lock
+files live in ``<cache>/locks/`` (:func:`lock_path`: at most 4096 of them, shared by all
+files), never beside ``dest``; they are empty and stay after use on purpose (deleting a
+lock file another process is waiting on would let two processes hold "the" lock), so
+they are harmless and may be deleted whenever no download is running. The operating
+system releases a lock when its process dies, so a killed download never blocks the next
+one (which resumes its ``.part`` file).
+
 :func:`fetch_url` adds a cache: ``<cache>/urls/<sha1(url)[:16]>-<basename>``,
 returned without any network access once it is there.
 """
@@ -29,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.metadata
 import ipaddress
 import os
 import re
@@ -38,13 +51,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .. import config
 
-__all__ = ["DownloadError", "download", "fetch_url", "sha256_file", "url_cache_path", "user_agent"]
+__all__ = ["DownloadError", "download", "fetch_url", "file_lock", "lock_path", "sha256_file", "url_cache_path",
+           "user_agent"]
 
 CHUNK_SIZE = 1 << 16
 """Bytes read from the network (and from files when hashing) at a time."""
@@ -105,10 +122,13 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def user_agent() -> str:
-    """The ``User-Agent`` sent with every request: ``nstlib/<version> (neural style transfer course)``."""
+    """The ``User-Agent`` sent with every request: ``nstlib/<version> (neural style transfer course)``.
+
+    The version is the installed package's (its metadata; importing ``nstlib`` here would be a cycle).
+    """
     try:
-        from . import __version__ as version  # read at call time: nstlib/__init__ may import this module
-    except ImportError:
+        version = importlib.metadata.version("nstlib")
+    except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return f"nstlib/{version} (neural style transfer course)"
 
@@ -284,6 +304,83 @@ def _verify(url: str, part: Path, *, sha256: str | None, size: int | None, expec
                                 "or update the expected sha256 after checking the new file")
 
 
+def lock_path(target: str | os.PathLike) -> Path:
+    """The lock file guarding ``target``: ``<cache>/locks/<first 3 hex digits of sha1(absolute target)>.lock``.
+
+    Keyed by the absolute path (folders resolved), so every process naming the same file
+    by any relative path or symbolic link of its folder uses the same lock. Files share
+    the 4096 lock files at random: the folder stays small even after a crawl of thousands
+    of images, and two unrelated downloads that happen to share one merely take turns.
+    """
+    target = Path(target).expanduser()
+    absolute = Path(os.path.realpath(target.parent)) / target.name
+    return config.cache_dir() / "locks" / f"{hashlib.sha1(str(absolute).encode('utf-8')).hexdigest()[:3]}.lock"
+
+
+@contextmanager
+def file_lock(target: str | os.PathLike, *, progress: bool = True) -> Iterator[None]:
+    """Hold the inter-process lock of ``target`` (see :func:`lock_path`) for the ``with`` block.
+
+    Waits as long as another process holds it (saying so once when ``progress``). When
+    the lock folder cannot be created (a read-only cache), warns and runs unlocked.
+    """
+    path = lock_path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        warnings.warn(f"cannot create the lock folder {path.parent} ({error}), so {target} is written without a "
+                      f"lock: do not fetch it from two processes at once, or set {config.ENV_CACHE} to a "
+                      "writable folder", stacklevel=3)
+        yield
+        return
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            tqdm.write(f"{Path(target).name}: waiting for another download to finish (lock {path})")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What tells one version of a file from another: device, inode, size, modification time (None: no file)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _fill_part(url: str, part: Path, name: str, *, size: int | None, timeout: float, retries: int,
+               backoff: float, progress: bool, allow_http: bool, expect_html: bool) -> None:
+    """Complete ``part`` with retries and restarts (see :func:`download`); the caller holds the lock."""
+    attempt = restarts = 0
+    while True:
+        try:
+            _attempt(url, part, size=size, timeout=timeout, progress=progress, allow_http=allow_http,
+                     expect_html=expect_html, desc=name)
+            return
+        except _Restart:
+            part.unlink(missing_ok=True)
+            restarts += 1
+            if restarts > _MAX_RESTARTS:
+                raise DownloadError(url, "the server keeps answering range requests inconsistently",
+                                    "retry later; if it persists, download the file by hand") from None
+        except _Transient as err:
+            if attempt >= retries:
+                raise DownloadError(url, f"{err.reason} (gave up after {attempt + 1} attempts)",
+                                    err.fix or _NETWORK_FIX) from err.__cause__
+            wait = backoff * 2**attempt
+            if progress:
+                tqdm.write(f"{name}: {err.reason}; retrying in {wait:g} s")
+            time.sleep(wait)
+            attempt += 1
+
+
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, size: int | None = None,
              timeout: float = 30.0, retries: int = 3, backoff: float = 1.0, progress: bool = True,
              allow_http: bool = False, expect_html: bool = False) -> Path:
@@ -304,6 +401,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
         allow_http: accept plain http for non-loopback hosts.
         expect_html: accept an HTML body (otherwise it is refused as an error page).
 
+    Concurrent calls for the same ``dest`` (threads or processes) take turns under
+    :func:`file_lock`: one downloads; a call that waited and then finds a new ``dest``
+    (of the right ``size`` and ``sha256``, when given) returns it at once.
+
     Raises:
         DownloadError: on any failure, naming the URL, the reason and the fix.
     """
@@ -322,30 +423,16 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
         raise IsADirectoryError(f"dest={str(dest)!r} is a folder: pass the path of the file to write")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-
-    attempt = restarts = 0
-    while True:
-        try:
-            _attempt(url, part, size=size, timeout=timeout, progress=progress, allow_http=allow_http,
-                     expect_html=expect_html, desc=dest.name)
-            break
-        except _Restart:
-            part.unlink(missing_ok=True)
-            restarts += 1
-            if restarts > _MAX_RESTARTS:
-                raise DownloadError(url, "the server keeps answering range requests inconsistently",
-                                    "retry later; if it persists, download the file by hand") from None
-        except _Transient as err:
-            if attempt >= retries:
-                raise DownloadError(url, f"{err.reason} (gave up after {attempt + 1} attempts)",
-                                    err.fix or _NETWORK_FIX) from err.__cause__
-            wait = backoff * 2**attempt
-            if progress:
-                tqdm.write(f"{dest.name}: {err.reason}; retrying in {wait:g} s")
-            time.sleep(wait)
-            attempt += 1
-    _verify(url, part, sha256=sha256, size=size, expect_html=expect_html)
-    os.replace(part, dest)
+    before = _identity(dest)
+    with file_lock(dest, progress=progress):
+        after = _identity(dest)
+        if after is not None and after != before and (size is None or after[2] == size) and (
+                sha256 is None or sha256_file(dest) == sha256):
+            return dest  # another process wrote it while this one waited for the lock
+        _fill_part(url, part, dest.name, size=size, timeout=timeout, retries=retries, backoff=backoff,
+                   progress=progress, allow_http=allow_http, expect_html=expect_html)
+        _verify(url, part, sha256=sha256, size=size, expect_html=expect_html)
+        os.replace(part, dest)
     return dest
 
 

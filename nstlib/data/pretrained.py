@@ -58,6 +58,10 @@ ARCHIVE_NAME = "saved_models.zip"
 MODELS_FOLDER = "saved_models"
 RECORD_SUFFIX = ".sha256.json"
 
+MAX_MODELS_BYTES = 64 << 20
+"""Cap (64 MiB) on the extracted size of the four models, about 6.7 MB each (27 MB in all): a member
+declaring more (a decompression bomb, or another file behind the URL) is refused before it is written."""
+
 STAND_IN_SEED = 0
 """Seed of the random stand-in network :func:`load_pretrained` returns in quick mode."""
 
@@ -142,7 +146,8 @@ def _install(archive: Path, url: str) -> None:
     folder = pretrained_dir() / MODELS_FOLDER
     work = Path(tempfile.mkdtemp(prefix=".saved_models.", suffix=".tmp", dir=folder.parent))
     try:
-        extracted = safe_extract(archive, work / "extract", members=list(members.values()))
+        extracted = safe_extract(archive, work / "extract", members=list(members.values()),
+                                 max_bytes=MAX_MODELS_BYTES)
         by_style = {path.name[:-len(".pth")]: path for path in extracted}  # base names are unique (checked)
         ready = work / "ready"
         ready.mkdir()
@@ -175,7 +180,8 @@ def fetch_pretrained(style: str, *, url: str = ARCHIVE_URL, progress: bool = Tru
        archive with another one is an **error** (a silently different model would change
        the course's results): the new archive is deleted and the message says how to
        accept it;
-    4. extracts the four files with :func:`nstlib.data.archives.safe_extract`, checks that each
+    4. extracts the four files with :func:`nstlib.data.archives.safe_extract` (at most
+       :data:`MAX_MODELS_BYTES` in all, compressed at most 100-fold), checks that each
        loads as a :class:`TransformerNet`, and moves them together into
        ``<cache>/pretrained/saved_models/``;
     5. the first time, records the archive's SHA-256, size and URL in
@@ -214,7 +220,7 @@ def fetch_pretrained(style: str, *, url: str = ARCHIVE_URL, progress: bool = Tru
         archive.unlink(missing_ok=True)
         if isinstance(error, WeightsError):
             raise
-        raise WeightsError(f"the pretrained-model archive is not usable, so it was deleted: {error}\n"
+        raise WeightsError(f"the pretrained-model archive is not usable, so {archive} was deleted: {error}\n"
                            f"Check the URL ({url}); {manual}") from error
     return paths[style]
 
