@@ -4,6 +4,8 @@
   "metadata"}`` atomically; :func:`load_transform_net` reads it back, and also reads a
   training checkpoint (``"config"`` + ``"model"``) and pytorch/examples' ``fast_neural_style``
   state dicts (renamed by :func:`convert_examples_state_dict`).
+* :func:`save_examples_format` (:func:`to_examples_state_dict`) goes the other way: it writes a
+  network as a pytorch/examples state dict, in their names and their 0..255 pixel convention.
 * Every file is read with ``torch.load(weights_only=True)``: a checkpoint holds only tensors,
   numbers, strings, lists and dicts, never pickled Python objects.
 
@@ -33,7 +35,10 @@ dict that loads with ``torch.load(path, weights_only=True)``::
 so :func:`load_transform_net` reads it directly (layout 2 there). Resuming restores the
 weights, Adam's moments, the data position and every global RNG state
 (:func:`restore_train_state`), after :func:`check_resume` has compared the settings that
-change the result (:data:`RESUME_MUST_MATCH`).
+change the result (:data:`RESUME_MUST_MATCH`). The learning rate is not among them: resuming a
+run that diverged with a lower ``lr`` is the usual fix, and the restored Adam steps with it.
+:func:`latest_train_checkpoint` resumes from the newest readable ``step_*.pth`` and, when none
+can be read, from ``latest.pth``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "EXAMPLES_BASE",
     "LATEST",
     "RESUME_MUST_MATCH",
     "TRAIN_CHECKPOINT_KIND",
@@ -74,11 +80,13 @@ __all__ = [
     "read_train_checkpoint",
     "restore_train_state",
     "rng_states",
+    "save_examples_format",
     "save_transform_net",
     "set_rng_states",
     "step_files",
     "style_fingerprint",
     "to_cpu",
+    "to_examples_state_dict",
     "train_checkpoint",
     "write_train_checkpoint",
 ]
@@ -158,6 +166,89 @@ def convert_examples_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor
     return out
 
 
+EXAMPLES_BASE = 32
+"""Width of pytorch/examples' ``fast_neural_style`` network (fixed in its class)."""
+
+
+def to_examples_state_dict(net: TransformerNet, *, any_width: bool = False) -> dict[str, torch.Tensor]:
+    """``net``'s weights as a state dict of pytorch/examples' ``fast_neural_style`` ``TransformerNet``.
+
+    The reverse of :func:`convert_examples_state_dict`: names by :func:`examples_key_map`
+    (``down.0.conv -> conv1.conv2d``, ``down.0.norm -> in1``, ...), and pixels in their 0..255
+    convention. ``net`` computes ``y(x) = N(s x) / s`` on ``x`` in [0, 1] (``s`` its
+    ``pixel_scale``: 1 when trained in this course, 255 for a converted pytorch/examples model);
+    their network ``E`` gets ``X = 255 x`` and must return ``255 y``. With the first convolution
+    ``(W_1, b_1)`` and the last ``(W_f, b_f)`` of ``N``::
+
+        W_1' = W_1 * s / 255                     (so that W_1' X = W_1 (s x): the first layer sees s x)
+        W_f' = W_f * 255 / s,  b_f' = b_f * 255 / s        (the last layer returns 255 / s * N)
+
+    and every other tensor unchanged, which gives ``E(255 x) = 255 N(s x) / s = 255 y(x)``
+    exactly (up to float rounding). (``b_1`` needs no change: ``b_1`` of the first layer is
+    removed by the instance norm after it, which subtracts each channel's mean; for the same
+    reason the scale of ``W_1`` matters only through the norm's ``eps``, but folding it keeps
+    the two networks equal.) For ``s = 255`` the tensors are the same values, so a converted
+    pytorch/examples model round-trips unchanged.
+
+    Their network pads nothing: on images whose height and width are multiples of 4 its output
+    equals ``255 y``; on other sizes ``net`` pads and crops (see :mod:`nstlib.transform_net`)
+    and theirs changes the size.
+
+    Only networks of their architecture map onto their class: ``upsample="nearest"``,
+    ``output="none"``, one style, and ``base=32`` (other widths only with ``any_width=True``,
+    for a copy of their class with that width). Others raise ``ValueError`` naming the setting.
+    Returns new contiguous float32 CPU tensors.
+    """
+    if not isinstance(net, TransformerNet):
+        raise TypeError(f"net must be a TransformerNet, got {type(net).__name__}")
+    config = net.config
+    problems = []
+    if config["upsample"] != "nearest":
+        problems.append(f"upsample={config['upsample']!r} (theirs is 'nearest': resize + 3x3 convolution)")
+    if config["output"] != "none":
+        problems.append(f"output={config['output']!r} (theirs ends with a linear layer: 'none')")
+    if config.get("num_styles") is not None:
+        problems.append(f"num_styles={config['num_styles']!r} (theirs has one style per network)")
+    if config["base"] != EXAMPLES_BASE and not any_width:
+        problems.append(f"base={config['base']} (theirs is {EXAMPLES_BASE}; pass any_width=True for a copy of their "
+                        "class with another width)")
+    if problems:
+        raise ValueError("this TransformerNet does not map onto pytorch/examples' fast_neural_style network: "
+                         + "; ".join(problems) + ". Export it to ONNX or save it with save_transform_net instead")
+    names = {new: old for old, new in examples_key_map().items()}
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in net.state_dict().items()}
+    unmapped = [k for k in state if k.rpartition(".")[0] not in names]
+    if unmapped:
+        raise ValueError(f"these weights have no counterpart in pytorch/examples' network: {unmapped[:8]}")
+    scale = 255.0 / net.pixel_scale
+    out = {}
+    for key, value in state.items():
+        module, _, param = key.rpartition(".")
+        if module == "down.0.conv" and param == "weight":
+            value = value / scale
+        elif module == "final.conv":
+            value = value * scale
+        out[f"{names[module]}.{param}"] = value.clone().contiguous()
+    return out
+
+
+def save_examples_format(net: TransformerNet, path: str | os.PathLike, *, any_width: bool = False) -> Path:
+    """Write :func:`to_examples_state_dict` of ``net`` to ``path`` (``torch.save``, atomically); returns the path.
+
+    pytorch/examples loads it as it loads its own models::
+
+        style_model = TransformerNet()
+        style_model.load_state_dict(torch.load(path))     # then style_model(255 * x) for x in [0, 1]
+
+    and :func:`load_transform_net` reads it back as ``TransformerNet(pixel_scale=255)``.
+    """
+    state = to_examples_state_dict(net, any_width=any_width)
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path={str(path)!r} is a folder: pass the file to write, e.g. {path / 'style.pth'}")
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
 def check_plain(value: Any, where: str) -> None:
     """Raise TypeError unless ``value`` holds only tensors, numbers, strings, None, lists/tuples, str-keyed dicts."""
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
@@ -233,10 +324,11 @@ def _build(config: Any, source: str) -> TransformerNet:
     if not isinstance(config, dict):
         raise CheckpointError(f"{source}: 'config' is a {type(config).__name__}, expected a dict like "
                               f"{TransformerNet().config}")
-    unknown = set(config) - {"upsample", "base", "output", "pixel_scale"}
+    unknown = set(config) - {"upsample", "base", "output", "pixel_scale", "num_styles"}
     if unknown:
         raise CheckpointError(f"{source}: config has unknown keys {sorted(unknown)}; TransformerNet takes "
-                              "upsample, base, output and pixel_scale (was it written by a newer nstlib?)")
+                              "upsample, base, output, pixel_scale and num_styles (was it written by a newer "
+                              "nstlib?)")
     try:
         return TransformerNet(**config)
     except (TypeError, ValueError) as error:
@@ -377,11 +469,15 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pth$")
 
 RESUME_MUST_MATCH = (
     "style_sha256", "image_size", "style_size", "batch_size", "content_layers", "style_layers",
-    "layer_weights", "content_weight", "style_weight", "tv_weight", "lr", "upsample", "weights",
-    "seed", "dataset_length",
+    "layer_weights", "content_weight", "style_weight", "tv_weight", "upsample", "weights",
+    "seed", "dataset_length", "num_styles", "style_order",
 )
 """Settings a resumed run must share with its checkpoint (the others, e.g. ``steps``, ``amp``,
-``device``, ``checkpoint_every``, may change)."""
+``device``, ``checkpoint_every``, may change). ``lr`` may change too: after a divergence, resuming
+from the last good checkpoint with a lower learning rate is the natural fix
+(:func:`restore_train_state` sets it on the restored optimiser); the history's ``lr`` column
+records the learning rate of every step. ``num_styles`` and ``style_order`` are set by
+:func:`nstlib.multistyle.train_multistyle_net` only (absent, so None, for one-style runs)."""
 
 
 def rng_states() -> dict[str, Any]:
@@ -509,17 +605,28 @@ def read_train_checkpoint(path: Path) -> dict:
 def latest_train_checkpoint(directory: Path, *, stacklevel: int = 2) -> tuple[Path, dict] | None:
     """The newest readable checkpoint in ``directory`` as ``(path, state)``, or None.
 
-    Unreadable newer ones (e.g. cut by a disconnect) are renamed to ``*.unreadable`` with a
-    ``RuntimeWarning`` (``stacklevel`` as in :func:`warnings.warn`, counted from this function).
+    The ``step_*.pth`` files are tried newest first; when none of them can be read, ``latest.pth``
+    (a copy of the newest one written) is. Each unreadable file (e.g. cut by a disconnect or a
+    broken copy) is renamed to ``*.unreadable`` with a ``RuntimeWarning`` (``stacklevel`` as in
+    :func:`warnings.warn`, counted from this function); resuming from ``latest.pth`` warns too.
     """
-    for _, path in reversed(step_files(directory)):
+    directory = Path(directory)
+    candidates = [path for _, path in reversed(step_files(directory))]
+    if (directory / LATEST).is_file():
+        candidates.append(directory / LATEST)
+    for path in candidates:
         try:
-            return path, read_train_checkpoint(path)
+            state = read_train_checkpoint(path)
         except Exception as error:  # a truncated or foreign file: set it aside, fall back to the previous one
             aside = path.with_name(path.name + ".unreadable")
             os.replace(path, aside)
             warnings.warn(f"{path} cannot be read ({type(error).__name__}: {error}); renamed it to {aside.name} "
-                          "and resumed from the previous checkpoint", RuntimeWarning, stacklevel=stacklevel)
+                          "and looking for an older readable checkpoint", RuntimeWarning, stacklevel=stacklevel)
+            continue
+        if path.name == LATEST:
+            warnings.warn(f"no step_*.pth in {directory} could be read: resuming from {path} (step "
+                          f"{state.get('step')})", RuntimeWarning, stacklevel=stacklevel)
+        return path, state
     return None
 
 
@@ -539,11 +646,18 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], path: Pat
 
 
 def restore_train_state(state: Mapping[str, Any], net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scaler: Any, history_keys: Sequence[str]) -> tuple[dict[str, list[float]], int]:
+                        scaler: Any, history_keys: Sequence[str], *,
+                        lr: float | None = None) -> tuple[dict[str, list[float]], int]:
     """Load a training checkpoint into ``net``, ``optimizer`` and ``scaler`` and restore the global
-    RNG states (last, so nothing built afterwards draws from them); returns ``(history, step)``."""
+    RNG states (last, so nothing built afterwards draws from them); returns ``(history, step)``.
+
+    ``lr``: the learning rate to continue with (every parameter group; Adam's moments are kept),
+    or None for the checkpoint's."""
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
     if scaler.is_enabled() and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     history = history_lists(state["history"], history_keys)

@@ -18,14 +18,18 @@ This module declares every subcommand and its options once; ``python -m nstlib``
 sample name (``nstlib download samples`` lists them by fetching them).
 
 Exit codes: **0** success; **2** bad input or usage (argparse's convention): a missing file,
-an unknown image, model or download name, a bad size or step count, an output that exists
-without ``--force``; **1** a runtime failure: a download that failed, weights that could not
-be obtained, training that diverged. An expected error is one line on stderr,
+an unknown image, model or download name, a bad size or step count (a size in pixels is at most
+:data:`MAX_SIZE`), an output that exists without ``--force``, cannot be written or has the wrong
+extension; **1** a runtime failure: a download that failed, weights that could not be obtained,
+training that diverged, memory that ran out (the message names the size to reduce). An expected
+error is one line on stderr,
 ``nstlib: error: ...``, naming the problem and the fix; ``--debug`` adds the traceback.
 Anything else is a bug and shows its traceback.
 
-Outputs (``-o``) are never overwritten silently: an existing file is an error unless
-``--force`` is given, checked before any work starts. Every file is written atomically.
+Outputs (``-o``) are checked before any work starts: an existing file is an error unless
+``--force`` is given, the folder must exist or be creatable and accept a file (a temporary file
+is created and removed there), and the extension must be one that is written (an image format
+for ``stylize``, ``.pth`` or ``.pt`` for ``train``). Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -33,12 +37,17 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
+import re
 import sys
+import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "DOWNLOAD_GROUPS", "UsageError", "build_parser", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "DOWNLOAD_GROUPS", "MAX_SIZE", "MODEL_SUFFIXES", "OutOfMemory",
+           "UsageError", "build_parser", "main"]
 
 EXIT_OK = 0
 """Exit code of a command that did what it was asked."""
@@ -53,17 +62,29 @@ DOWNLOAD_GROUPS = ("samples", "pretrained", "vgg19", "labelme", "coco-val2017", 
 DEFAULT_SIZE = 512
 DEFAULT_STEPS = 300
 
+MAX_SIZE = 4096
+"""The largest ``--size``, ``--scales`` value and ``stylize --style-size`` (pixels, longer side). Memory
+grows with the square of the size: VGG19's first layers alone hold 64 values per pixel, kept for the
+gradient, so a Gatys run at 4096 px needs tens of GB."""
+
+MODEL_SUFFIXES = (".pth", ".pt")
+"""The extensions ``nstlib train -o`` accepts (a PyTorch file, as ``nstlib stylize --model`` expects)."""
+
 
 class UsageError(ValueError):
     """Bad command-line input found by the command itself (exit code 2)."""
+
+
+class OutOfMemory(RuntimeError):
+    """The CPU's or the GPU's memory ran out (exit code 1); the message names the option to reduce."""
 
 
 # --------------------------------------------------------------------------------------
 # argument types: each raises ArgumentTypeError, which argparse turns into exit code 2
 
 
-def _whole_number(minimum: int, requirement: str):
-    """An argparse type: ``text`` as an integer >= ``minimum``."""
+def _whole_number(minimum: int, requirement: str, maximum: int | None = None):
+    """An argparse type: ``text`` as an integer >= ``minimum`` (and <= ``maximum`` when given)."""
 
     def parse(text: str) -> int:
         try:
@@ -72,6 +93,10 @@ def _whole_number(minimum: int, requirement: str):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be {requirement}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is larger than {maximum}, the most nstlib accepts (pixels on the longer side; memory "
+                f"grows with the square of the size): give {maximum} or less")
         return value
 
     return parse
@@ -79,6 +104,8 @@ def _whole_number(minimum: int, requirement: str):
 
 positive_int = _whole_number(1, "a positive whole number")
 non_negative_int = _whole_number(0, "a whole number >= 0")
+pixel_size = _whole_number(1, "a positive whole number", MAX_SIZE)
+"""An argparse type: a size in pixels, 1 .. :data:`MAX_SIZE`."""
 
 
 def weight(text: str) -> float:
@@ -110,6 +137,11 @@ def _split(text: str) -> list[str]:
 def int_list(text: str) -> list[int]:
     """``"256,512"`` as ``[256, 512]``, each > 0 (argparse type)."""
     return [positive_int(item) for item in _split(text)]
+
+
+def size_list(text: str) -> list[int]:
+    """``"256,512"`` as ``[256, 512]``, each a size in pixels, 1 .. :data:`MAX_SIZE` (argparse type)."""
+    return [pixel_size(item) for item in _split(text)]
 
 
 def steps_value(text: str) -> int | list[int]:
@@ -177,8 +209,8 @@ def _add_stylize(commands, common) -> None:
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--model", metavar="MODEL", help="fast path: a checkpoint file (.pth from 'nstlib train' or "
                    "pytorch/examples) or a pretrained style: candy, mosaic, rain_princess, udnie")
-    p.add_argument("--size", type=positive_int, help=f"long side of the output in pixels (default {DEFAULT_SIZE}; "
-                   "with --scales, the last scale)")
+    p.add_argument("--size", type=pixel_size, help=f"long side of the output in pixels (default {DEFAULT_SIZE}, "
+                   f"at most {MAX_SIZE}; with --scales, the last scale)")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("Gatys optimisation (not with --model)")
@@ -197,8 +229,10 @@ def _add_stylize(commands, common) -> None:
     g.add_argument("--lr", type=positive_float, help="learning rate (default 1 for lbfgs, 0.02 for adam)")
     g.add_argument("--init", metavar="INIT", help="start image: content (default), noise, or an image")
     g.add_argument("--preserve-color", action="store_true", help="keep the content's colours (luminance-only transfer)")
-    g.add_argument("--scales", type=int_list, metavar="LIST", help="coarse-to-fine long sides, e.g. 256,512")
-    g.add_argument("--style-size", type=positive_int, help="long side of the style image(s) (default: the output's)")
+    g.add_argument("--scales", type=size_list, metavar="LIST", help="coarse-to-fine long sides, e.g. 256,512 "
+                   f"(each at most {MAX_SIZE})")
+    g.add_argument("--style-size", type=pixel_size, help="long side of the style image(s) (default: the output's; "
+                   f"at most {MAX_SIZE})")
     g.add_argument("--style-blend", type=float_list, metavar="LIST",
                    help="weights of several STYLE images, e.g. 0.7,0.3 (default equal)")
     g.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
@@ -225,7 +259,7 @@ def _add_train(commands, common) -> None:
     length.add_argument("--steps", type=positive_int, help="optimiser steps")
     length.add_argument("--epochs", type=positive_int, help="passes over the data")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL.pth",
-                   help="where to write the trained model; an existing file needs --force")
+                   help="where to write the trained model (.pth or .pt); an existing file needs --force")
     p.add_argument("--force", action="store_true", help="overwrite MODEL.pth if it exists")
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per step (default 4)")
     p.add_argument("--image-size", type=positive_int, default=256, help="side of the square crops (default 256)")
@@ -313,17 +347,66 @@ def _add_info(commands, common) -> None:
 # helpers
 
 
-def _output_path(path: Path, force: bool, suffixes: tuple[str, ...] | None = None) -> Path:
-    """Check ``-o`` before any work: the extension, not a folder, not an existing file without --force."""
+def _output_path(path: Path, force: bool, suffixes: tuple[str, ...]) -> Path:
+    """Check ``-o`` before any work: the extension, not a folder, not an existing file without --force,
+    and a folder that exists or can be made and accepts a new file (:func:`_check_writable`)."""
     path = path.expanduser()
-    if suffixes is not None and path.suffix.lower() not in suffixes:
+    if path.suffix.lower() not in suffixes:
         raise UsageError(f"-o {path}: the extension {path.suffix or '(none)'!r} is not one of "
                          f"{' '.join(suffixes)}; name the output e.g. {path.with_suffix(suffixes[0]).name}")
     if path.is_dir():
         raise UsageError(f"-o {path} is a folder: name the file to write inside it")
     if path.exists() and not force:
         raise UsageError(f"-o {path} already exists: pass --force to overwrite it, or choose another name")
+    _check_writable(path)
     return path
+
+
+def _check_writable(path: Path) -> None:
+    """UsageError unless ``path`` can be written: its nearest existing folder (the parent, or the
+    ancestor in which the missing folders will be made) accepts a temporary file, created and removed
+    here. Nothing else is created, so a refused command leaves no empty folders behind."""
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"-o {path}: {existing} is a file, not a folder: choose another place for the output")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".nstlib-write-test-", dir=existing)
+    except OSError as error:
+        raise UsageError(f"-o {path}: cannot write in {existing} ({error.strerror or error}): choose a folder "
+                         "you can write to") from error
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """True for a ``MemoryError`` and for torch's out-of-memory errors on the CPU (a RuntimeError from
+    its ``DefaultCPUAllocator``), on CUDA (``torch.cuda.OutOfMemoryError``) and on MPS."""
+    if isinstance(error, MemoryError):
+        return True
+    if not isinstance(error, RuntimeError):
+        return False
+    import torch
+
+    text = str(error)
+    return isinstance(error, torch.cuda.OutOfMemoryError) or any(
+        marker in text for marker in ("DefaultCPUAllocator", "not enough memory", "out of memory",
+                                      "can't allocate memory"))
+
+
+@contextmanager
+def _memory_advice(where: str, fix: str):
+    """Turn running out of memory inside the block into :class:`OutOfMemory` (one line): ``where`` names
+    the settings that used it (``"--size 3000"``), ``fix`` what to reduce."""
+    try:
+        yield
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        reason = re.sub(r"^\[enforce fail at [^\]]*\]\s*[^.]*\.\s*", "", first)  # torch's C++ location
+        raise OutOfMemory(f"out of memory at {where} ({reason[:200]}): {fix}") from error
 
 
 def _one_line(error: BaseException) -> str:
@@ -338,6 +421,8 @@ def _exit_code(error: BaseException) -> int | None:
     from .data.labelme import CrawlError
     from .vgg import WeightsError
 
+    if isinstance(error, OutOfMemory):
+        return EXIT_FAILURE
     if isinstance(error, DownloadError):  # an OSError, but the network's fault, not the input's
         return EXIT_FAILURE
     if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
@@ -400,9 +485,11 @@ def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
         raise UsageError(f"--model {args.model}: no such file (the current folder is {Path.cwd()}) and not a "
                          f"pretrained style ({', '.join(PRETRAINED_STYLES)})")
     device = get_device(args.device)
-    image = load_image(args.content, args.size or DEFAULT_SIZE)
-    net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
-    result = stylize_image(net, image, device=device)
+    size = args.size or DEFAULT_SIZE
+    with _memory_advice(f"--size {size}", f"try a smaller --size, e.g. --size {max(1, size // 2)}"):
+        image = load_image(args.content, size)
+        net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
+        result = stylize_image(net, image, device=device)
     save_image(result, out)
     print(f"nstlib: wrote {out} ({_size_text(result)}, fast model {args.model}, {device.type}) "
           f"in {time.perf_counter() - started:.1f} s")
@@ -423,18 +510,23 @@ def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
     if init not in ("content", "noise"):
         init = load_image(init)
     device = get_device(args.device)
-    result = stylize(
-        args.content, args.styles if len(args.styles) > 1 else args.styles[0],
-        steps=args.steps if args.steps is not None else DEFAULT_STEPS,
-        content_weight=1.0 if args.content_weight is None else args.content_weight,
-        style_weight=1e6 if args.style_weight is None else args.style_weight,
-        tv_weight=0.0 if args.tv_weight is None else args.tv_weight,
-        content_layers=content_layers, style_layers=style_layers,
-        optimizer=args.optimizer or "lbfgs", lr=args.lr, init=init, size=size, style_size=args.style_size,
-        scales=args.scales, style_blend_weights=args.style_blend, preserve_color=args.preserve_color,
-        seed=args.seed or 0, device=device, weights=None if args.weights == "random" else "imagenet",
-        pooling=args.pooling or "max", progress=not args.quiet, rescale_loss=not args.no_rescale_loss,
-    )
+    if args.scales:
+        where, fix = f"--scales {','.join(map(str, args.scales))}", "try smaller --scales (or fewer of them)"
+    else:
+        where, fix = f"--size {size}", f"try a smaller --size, e.g. --size {max(1, size // 2)}"
+    with _memory_advice(where, fix):
+        result = stylize(
+            args.content, args.styles if len(args.styles) > 1 else args.styles[0],
+            steps=args.steps if args.steps is not None else DEFAULT_STEPS,
+            content_weight=1.0 if args.content_weight is None else args.content_weight,
+            style_weight=1e6 if args.style_weight is None else args.style_weight,
+            tv_weight=0.0 if args.tv_weight is None else args.tv_weight,
+            content_layers=content_layers, style_layers=style_layers,
+            optimizer=args.optimizer or "lbfgs", lr=args.lr, init=init, size=size, style_size=args.style_size,
+            scales=args.scales, style_blend_weights=args.style_blend, preserve_color=args.preserve_color,
+            seed=args.seed or 0, device=device, weights=None if args.weights == "random" else "imagenet",
+            pooling=args.pooling or "max", progress=not args.quiet, rescale_loss=not args.no_rescale_loss,
+        )
     result.save(out)
     steps = len(result.history["total"])
     print(f"nstlib: wrote {out} ({_size_text(result.image)}, Gatys, {steps} steps, total loss "
@@ -453,25 +545,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, train_transform_net
 
     started = time.perf_counter()
-    out = _output_path(args.output, args.force)
+    out = _output_path(args.output, args.force, MODEL_SUFFIXES)
     if args.resume and args.checkpoint_dir is None:
         raise UsageError("--resume needs --checkpoint-dir DIR (the folder the checkpoints were written to)")
     if args.samples and args.checkpoint_dir is None:
         raise UsageError("--sample needs --checkpoint-dir DIR (the samples are written to DIR/samples/)")
     data = open_dataset(args.data, args.image_size, n=args.max_images)
-    result = train_transform_net(
-        args.styles if len(args.styles) > 1 else args.styles[0], data,
-        steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-        content_layers=args.content_layers or DEFAULT_CONTENT_LAYERS,
-        style_layers=args.style_layers or DEFAULT_STYLE_LAYERS,
-        lr=args.lr, upsample=args.upsample, weights=None if args.weights == "random" else "imagenet",
-        style_size=args.style_size, device=args.device,
-        amp={"auto": True, "off": False}.get(args.amp, args.amp),
-        checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, sample_every=args.sample_every, sample_images=args.samples,
-        resume=args.resume, seed=args.seed, num_workers=args.num_workers, progress=not args.quiet,
-    )
+    with _memory_advice(f"--batch-size {args.batch_size} and --image-size {args.image_size}",
+                        "try a smaller --batch-size or --image-size"):
+        result = train_transform_net(
+            args.styles if len(args.styles) > 1 else args.styles[0], data,
+            steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+            content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+            content_layers=args.content_layers or DEFAULT_CONTENT_LAYERS,
+            style_layers=args.style_layers or DEFAULT_STYLE_LAYERS,
+            lr=args.lr, upsample=args.upsample, weights=None if args.weights == "random" else "imagenet",
+            style_size=args.style_size, device=args.device,
+            amp={"auto": True, "off": False}.get(args.amp, args.amp),
+            checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep_checkpoints, sample_every=args.sample_every, sample_images=args.samples,
+            resume=args.resume, seed=args.seed, num_workers=args.num_workers, progress=not args.quiet,
+        )
     result.save(out)
     losses = result.final_losses()
     loss = f", final loss {losses['total']:.4g}" if "total" in losses else ""

@@ -37,7 +37,7 @@ from .color import combine_luminance, luminance, match_luminance
 from .config import get_device
 from .images import load_image
 from .layers import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
-from .perceptual import LOSS_KEYS, PerceptualLoss, blend_weights
+from .perceptual import LOSS_KEYS, PerceptualLoss, blend_weights, check_weight
 from .validate import non_negative_number, positive_int
 
 Callback = Callable[[int, torch.Tensor, dict], None]
@@ -145,6 +145,7 @@ def stylize(
     started = time.perf_counter()
     plan = _stage_plan(size, scales, steps)
     optimizer, lr, callback_every, style_size = _check_options(optimizer, lr, init, callback_every, style_size)
+    _check_weights(content_weight, style_weight, tv_weight)
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     mix = blend_weights(style_blend_weights, len(styles))
     device = _choose_device(device)
@@ -218,6 +219,21 @@ def _check_options(optimizer, lr, init, callback_every, style_size) -> tuple[str
     if style_size is not None:
         style_size = config.cap_size(positive_int(style_size, "style_size"))
     return optimizer, lr, callback_every, style_size
+
+
+def _check_weights(content_weight, style_weight, tv_weight) -> None:
+    """ValueErrors for a bad loss weight (as :class:`~nstlib.PerceptualLoss` words them) and for
+    ``content_weight = style_weight = tv_weight = 0``: a loss that is 0 everywhere leaves the start
+    image unchanged. One of content and style at 0 is fine (:func:`reconstruct_content`,
+    :func:`synthesize_texture`), and so is total variation alone (a smoothing)."""
+    weights = {name: check_weight(value, name) for name, value in
+               (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight))}
+    if not any(weights.values()):
+        raise ValueError(
+            f"content_weight={weights['content_weight']} and style_weight={weights['style_weight']} (and "
+            f"tv_weight={weights['tv_weight']}): the loss is 0 for every image, so nothing would change and the "
+            "result would be the start image. Give content_weight > 0 (keep the content's layout) and/or "
+            "style_weight > 0 (paint the style)")
 
 
 def _choose_device(device) -> torch.device:

@@ -251,7 +251,9 @@ def train_transform_net(
     ``resume=True`` continues exactly from the newest readable one (weights, Adam, data position,
     RNG states: N steps then a resumed run to 2N equal 2N at once, on the CPU with
     ``num_workers=0``), so resume with the same call: ``steps``/``epochs`` is the *total*. The
-    settings in :data:`nstlib.checkpoints.RESUME_MUST_MATCH` must match the checkpoint's.
+    settings in :data:`nstlib.checkpoints.RESUME_MUST_MATCH` must match the checkpoint's; ``lr``
+    may differ (after a divergence: resume with a lower one). When no ``step_*.pth`` can be
+    read, ``latest.pth`` is used.
     ``resume="auto"`` resumes when a checkpoint exists; without ``resume`` a folder that holds
     checkpoints is refused (nothing is overwritten).
 
@@ -484,6 +486,12 @@ def _find_checkpoint(o: _Options) -> tuple[Path, dict] | None:
     if o.resume and o.checkpoint_dir is not None:
         # the RuntimeWarning for an unreadable file points at the caller of train_transform_net
         found = latest_train_checkpoint(o.checkpoint_dir, stacklevel=4)
+        aside = sorted(p.name for p in o.checkpoint_dir.glob("*.pth.unreadable"))
+        if found is None and o.resume is True and aside:
+            raise FileNotFoundError(
+                f"resume=True but no checkpoint in {o.checkpoint_dir} can be read (set aside as {', '.join(aside)}): "
+                "copy an intact step_*.pth or latest.pth (from a backup or another copy of the folder) into it and "
+                "call again, or start a new run in another checkpoint_dir (or here with resume='auto')")
         if found is None and o.resume is True:
             raise FileNotFoundError(f"resume=True but {o.checkpoint_dir} holds no checkpoint (step_*.pth): "
                                     "start without resume=, or use resume='auto'")
@@ -515,9 +523,11 @@ def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None) -> _R
     if checkpoint is not None:
         run.last_path, state = checkpoint
         check_resume(state.get("settings", {}), plan.settings, run.last_path)
-        run.history, run.step = restore_train_state(state, net, optimizer, scaler, HISTORY_KEYS)
+        run.history, run.step = restore_train_state(state, net, optimizer, scaler, HISTORY_KEYS, lr=o.lr)
         if o.progress:
-            print(f"Resuming from {run.last_path} (step {run.step} of {plan.total_steps})")
+            saved_lr = state.get("settings", {}).get("lr", o.lr)
+            changed = f", lr {o.lr:g} instead of the checkpoint's {saved_lr:g}" if saved_lr != o.lr else ""
+            print(f"Resuming from {run.last_path} (step {run.step} of {plan.total_steps}{changed})")
     run.seconds_before = run.history["seconds"][-1] if run.history["seconds"] else 0.0
     run.loop_started = time.perf_counter()
     return run
@@ -637,15 +647,19 @@ def _diverged(run: _Run, names: list[str], values: Mapping[str, float]) -> Train
     """The error for a non-finite loss or weight at ``run.step``: what, where to resume, what to change."""
     o, last = run.options, run.last_path
     shown = ", ".join(f"{n}={values[n]}" for n in names)
-    where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
     amp = run.plan.amp_dtype is not None
-    precision = f"mixed precision ({run.plan.settings['amp']})" if amp else "float32"
+    precision = f", or amp=False (this run used mixed precision ({run.plan.settings['amp']}))" if amp else ""
+    weights = f"content {o.content_weight:g}, style {o.style_weight:g}, tv {o.tv_weight:g}"
+    if last:  # resume may change lr (and amp), not the loss weights: see RESUME_MUST_MATCH
+        advice = (f"the last good checkpoint is {last}. Resume from it with a lower lr: the same call with "
+                  f"resume=True and lr={o.lr / 10:g} (now {o.lr:g}; command line: --resume --lr {o.lr / 10:g})"
+                  f"{precision}; lr may differ from the checkpoint's, the loss weights may not: lower ones "
+                  f"({weights}) need a fresh run in another checkpoint_dir")
+    else:
+        advice = (f"no checkpoint was written yet. Try a lower lr (now {o.lr:g}, e.g. {o.lr / 10:g}) or lower "
+                  f"loss weights ({weights}){precision}")
     return TrainingDivergedError(
-        f"training diverged at step {run.step}: {shown} is not finite. Nothing of this step was saved; {where}. "
-        f"Try a lower lr (now {o.lr:g}) or lower loss weights (content {o.content_weight:g}, style "
-        f"{o.style_weight:g}, tv {o.tv_weight:g})"
-        + (f", or amp=False (this run used {precision})" if amp else "")
-        + (", then resume=True" if last else ""),
+        f"training diverged at step {run.step}: {shown} is not finite. Nothing of this step was saved; {advice}",
         run.step, names, last, {k: list(v) for k, v in run.history.items()})
 
 

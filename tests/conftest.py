@@ -23,6 +23,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own ``NSTLIB_CACHE`` (tests that need a specific one set it again), so no
+    test reads or writes the user's ``~/.cache/nstlib`` (download locks, stand-ins, models)."""
+    monkeypatch.setenv("NSTLIB_CACHE", str(tmp_path_factory.mktemp("nstlib-cache")))
+
+
 @pytest.fixture(scope="session")
 def content():
     """The Tübingen stand-in at 32 px: a small, deterministic content image."""

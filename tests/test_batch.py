@@ -42,6 +42,7 @@ def grid_file(tmp_path):
     return path
 
 
+@pytest.mark.slow  # papermill runs the 2x2 grid, then the failed run again: kernels start 5 times
 def test_two_by_two_grid_with_a_failure_then_resume(grid_file, capsys):
     out = grid_file.parent / "out"
     grid = batch.run_batch(grid_file, workers=2, progress=False)
@@ -108,6 +109,65 @@ def test_bad_grid_files_name_the_problem(grid_file, spec, message):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(batch.GridError, match=message):
         batch.load_grid(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("table: 5", r"'table' must be a list of metrics.json keys \(text\), not a number: 5"),
+        ("table: [total, 5]", r"table\[1\] must be a metrics.json key \(text\), not a number: 5"),
+        ("output: !!binary aGVsbG8=", r"'output' must be a folder path \(text\), not binary data \(!!binary\)"),
+        ("output: null", r"'output' must be a folder path \(text\), not nothing \(null\)"),
+        ("parameters: {B: !!binary aGk=}", r"parameters.B must be text, a number, true/false, null, or a list "
+                                           r"or mapping of those, not binary data \(!!binary\)"),
+        ("parameters: {B: 2020-01-01}", r"parameters.B must be text.* not a date .*quote it"),
+        ("parameters: {B: [x, !!set {y}]}", r"parameters.B\[1\] must be text.* not a set \(!!set\)"),
+        ("parameters: {1: x}", r"parameters: the name 1 must be text \(a parameter name\), not a number"),
+        ("parameters: [B, x]", r"'parameters' must be a mapping"),
+        ("grid: {A: [1, !!binary aGk=]}", r"grid.A\[1\] must be text.* not binary data"),
+        ("grid: {notebook: [5]}", r"grid.notebook\[0\] must be a notebook path \(text\), not a number: 5"),
+        ("figure: {rows: [A], cols: B}", r"figure.rows must be text \(a grid axis\), not a list"),
+        ("figure: {rows: A, cols: B, title: !!binary aGk=}", r"figure.title must be text, not binary data"),
+        ("figure: {rows: A, cols: B, image: 5}", r"figure.image must be text \(a file name\), not a number"),
+        ("figure: {kind: plot, x: A, y: total, series: B, logy: 'yes'}", r"figure.logy must be true or false, "
+                                                                          r"not text: 'yes'"),
+        ("figure: 3", r"'figure' must be a mapping"),
+    ],
+)
+def test_grid_values_of_the_wrong_type_are_refused_before_any_run(grid_file, text, message):
+    """Each value is checked against its expected YAML type when the grid file is read: a bad one would
+    otherwise crash the batch later (the table, the figure) or reach the notebook mangled."""
+    base = {"notebook": "probe.ipynb", "output": "out", "grid": {"A": [1, 2], "B": ["x", "y"]}}
+    spec = yaml.safe_load(text)
+    path = grid_file.parent / "typed.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in base.items() if k not in spec}) + text + "\n")
+    with pytest.raises(batch.GridError, match=message) as info:
+        batch.load_grid(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert not (grid_file.parent / "out").exists()
+
+
+def test_a_batch_whose_every_run_failed_ends_with_a_one_line_summary(tmp_path, monkeypatch, capsys):
+    """Two runs, both failing (the notebook raises): no figure can be drawn, and the batch ends with
+    one summary line and exit code 1 instead of a traceback from the empty image grid."""
+    monkeypatch.delenv("NSTLIB_QUICK", raising=False)
+    write_notebook(tmp_path / "broken.ipynb", [("A = 1\nRESULTS_DIR = None", ["parameters"]),
+                                               ("raise RuntimeError(f'no download for A={A}')", [])])
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump({"notebook": "broken.ipynb", "output": "out", "grid": {"A": [1, 2]},
+                                    "figure": {"rows": "A", "cols": "A"}, "table": ["total"]}))
+    assert cli.main(["batch", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    summary = captured.out.strip().splitlines()[-1]
+    assert summary.startswith("0/2 runs complete: every run failed (first: A=1: PapermillExecutionError: ")
+    assert summary.endswith("RuntimeError: no download for A=1); no figure; the failed notebooks and run.json "
+                            f"files are in {tmp_path / 'out'}")
+    assert captured.out.count("FAILED A=") == 2  # each failure was reported as it happened
+    out = tmp_path / "out"
+    assert not (out / "figure.png").exists() and (out / "table.csv").read_text().splitlines() == [
+        "A,status,total", "1,failed,", "2,failed,"]
+    assert [json.loads((out / f"A={a}" / "run.json").read_text())["status"] for a in (1, 2)] == ["failed"] * 2
 
 
 def test_command_line_reports_a_missing_grid_file(tmp_path, capsys):

@@ -7,19 +7,26 @@ tiny pre-made PNG and the others are missing, so both states of the gallery page
 goes to a dead proxy during the build, so anything that tries to download fails it: quick mode is offline.
 
 Also checked without a build: the repository URL has one source (pyproject.toml) that the book's config,
-the README and the notebooks agree with, the book extension's quick-mode and cache settings, and the
-gallery runner.
+the README and the notebooks agree with, the book extension's quick-mode and cache settings, the
+gallery runner, and stripping a notebook's unchecked outputs.
+
+The tests that read the built book are marked ``slow`` (the build executes every notebook again, after
+nbval already has): ``pytest -m "not slow"`` leaves them out of the quick loop; CI runs them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import importlib.util
 import os
 import re
 import subprocess
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (a dev dependency there)
+    import tomli as tomllib
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -34,6 +41,7 @@ from PIL import Image
 from nstlib import cli
 from nstlib.course import batch
 from nstlib.course import book as course
+from nstlib.data import samples
 from notebook_files import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +137,7 @@ def _pages(book: Book) -> list[Path]:
     return sorted(p for p in book.html.rglob("*.html") if "_static" not in p.relative_to(book.html).parts)
 
 
+@pytest.mark.slow
 def test_build_reports_the_book_and_index_redirects_to_the_introduction(book):
     index = book.html / "index.html"
     assert f"The book is ready: {index}" in book.log
@@ -137,6 +146,7 @@ def test_build_reports_the_book_and_index_redirects_to_the_introduction(book):
     assert (book.html / "book" / "intro.html").exists()
 
 
+@pytest.mark.slow
 def test_every_notebook_has_a_page_with_its_figures(book):
     from jupyter_cache import get_cache
 
@@ -155,6 +165,7 @@ def test_every_notebook_has_a_page_with_its_figures(book):
         assert _words(title) in _words(page.text), f"{path.name}: the page lacks the notebook's title"
 
 
+@pytest.mark.slow
 def test_launch_buttons_open_the_notebook_of_the_repository(book):
     for path in NOTEBOOKS:
         page = book.page(f"notebooks/{path.stem}.html")
@@ -166,6 +177,7 @@ def test_launch_buttons_open_the_notebook_of_the_repository(book):
         assert (ROOT / repo_path).is_file()  # the path the buttons open exists in the repository
 
 
+@pytest.mark.slow
 def test_quick_mode_banner_on_every_page(book):
     pages = _pages(book)
     assert len(pages) >= len(NOTEBOOKS) + 5
@@ -183,6 +195,7 @@ def _parsed(cache: dict[Path, Page], path: Path) -> Page:
     return cache[path]
 
 
+@pytest.mark.slow
 def test_no_broken_internal_links(book):
     checked = 0
     cache: dict[Path, Page] = {}
@@ -203,6 +216,7 @@ def test_no_broken_internal_links(book):
     assert checked > 100
 
 
+@pytest.mark.slow
 def test_solutions_are_collapsed_toggles(book):
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
@@ -219,6 +233,7 @@ def test_solutions_are_collapsed_toggles(book):
             assert text.rfind("<details", 0, mark) > text.rfind("</details>", 0, mark), f"{path.name}: solution outside its toggle"
 
 
+@pytest.mark.slow
 def test_gallery_shows_made_figures_and_explains_missing_ones(book):
     page = book.page("book/gallery.html")
     made = (book.results / "batch" / MADE_GRID / "figure.png").read_bytes()
@@ -231,6 +246,7 @@ def test_gallery_shows_made_figures_and_explains_missing_ones(book):
             assert f"nstlib batch book/grids/{grid.name}" in page.plain
 
 
+@pytest.mark.slow
 def test_reference_pages(book):
     glossary = book.page("book/glossary.html")
     for term in ("content loss", "style loss", "Gram matrix", "feature map", "receptive field", "L-BFGS",
@@ -369,6 +385,110 @@ def test_run_gallery_reports_failed_runs_and_draws_the_plot(tmp_path, monkeypatc
     assert batch.plot_data(batch.load_grid(grid_file, output)) == {"seconds": [(1.0, 2.0)]}
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture
+def full_mode(tmp_path, monkeypatch):
+    """Full mode (not quick), a fresh cache and torch hub folder, no mirror, no proxy; returns the cache."""
+    for name in ("NSTLIB_QUICK", "NSTLIB_MIRROR", *PROXY_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NSTLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "cache"
+
+
+def _refused_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_full_build_stops_with_one_message_before_the_gallery(full_mode, monkeypatch, capsys):
+    """Without a network (every request goes to a refused local proxy) and nothing cached, the build
+    stops before any batch with one line naming the three ways out and where the files go."""
+    dead_proxy = f"http://127.0.0.1:{_refused_port()}"
+    for name in PROXY_VARIABLES[:4]:
+        monkeypatch.setenv(name, dead_proxy)
+    ran = []
+    monkeypatch.setattr(course, "run_gallery", lambda *args, **kwargs: ran.append("gallery") or [])
+    monkeypatch.setattr(course, "build_book", lambda *args, **kwargs: ran.append("book"))
+    assert cli.main(["book", "build"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nstlib: error: "), captured.err
+    message = lines[0]
+    assert ran == [] and "Traceback" not in captured.err
+    images = full_mode / "images"
+    for words in ("download.pytorch.org", "www.dropbox.com", "Connection refused",
+                  "connect to the internet", "HTTPS_PROXY", "NSTLIB_QUICK=1 make course", "NSTLIB_MIRROR",
+                  str(course.vgg19_file()), str(full_mode / "pretrained" / "saved_models.zip"), str(images),
+                  f"{len(samples.SAMPLES)} sample images", "nstlib info"):
+        assert words in message, words
+    assert "(1)" in message and "(2)" in message and "(3)" in message
+
+
+def test_no_probe_in_quick_mode_or_when_everything_is_cached(full_mode, monkeypatch, no_network, tmp_path):
+    body = b"a sample image, as far as its checksum goes"
+    sample = samples.Sample(name="probe_style", kind="style", file="style/probe.jpg", title="T", artist="A",
+                            year=None, rights="test", url="https://example.invalid/probe.jpg",
+                            sha256=hashlib.sha256(body).hexdigest(), bytes=len(body), width=4, height=4)
+    monkeypatch.setattr(samples, "SAMPLES", {sample.name: sample})
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    course.check_downloads()  # quick mode never downloads: nothing to check (no_network would fail it)
+    monkeypatch.delenv("NSTLIB_QUICK")
+    assert [what for what, _, _ in course.missing_downloads()] == [
+        "the VGG19 weights", "1 sample images", "the pretrained models' archive"]
+    vgg = course.vgg19_file()
+    vgg.parent.mkdir(parents=True)
+    vgg.write_bytes(b"weights")
+    (full_mode / "pretrained").mkdir(parents=True)
+    (full_mode / "pretrained" / "saved_models.zip").write_bytes(b"placed by hand")
+    mirror = tmp_path / "mirror" / "style"
+    mirror.mkdir(parents=True)
+    (mirror / "probe.jpg").write_bytes(body)
+    monkeypatch.setenv("NSTLIB_MIRROR", str(mirror.parent))  # a mirror folder that holds the image
+    assert course.missing_downloads() == []
+    course.check_downloads()
+    monkeypatch.delenv("NSTLIB_MIRROR")
+    cached = full_mode / "images" / "style" / "probe.jpg"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(body[:-1] + b"?")  # a cached file with the wrong checksum is fetched again: missing
+    assert [what for what, _, _ in course.missing_downloads()] == ["1 sample images"]
+    cached.write_bytes(body)
+    assert course.missing_downloads() == []
+    course.check_downloads()
+
+
+def test_reachable_downloads_let_the_build_go_on(full_mode, monkeypatch, http_server):
+    """What is missing comes from a mirror URL that answers (here with 404 to HEAD: the server is there)."""
+    monkeypatch.setenv("NSTLIB_MIRROR", http_server.base_url + "/mirror/")
+    monkeypatch.setattr(course, "vgg19_file", lambda: full_mode / "vgg.pth")
+    (full_mode).mkdir(parents=True, exist_ok=True)
+    (full_mode / "vgg.pth").write_bytes(b"weights")
+    (full_mode / "pretrained" / "saved_models").mkdir(parents=True)
+    for style in ("candy", "mosaic", "rain_princess", "udnie"):
+        (full_mode / "pretrained" / "saved_models" / f"{style}.pth").write_bytes(b"model")
+    missing = course.missing_downloads()
+    assert len(missing) == 1 and missing[0][1].startswith(http_server.base_url + "/mirror/")
+    course.check_downloads()
+    assert [r.method for r in http_server.requests] == ["HEAD"]  # one probe for the one host
+
+
 def test_build_command_line_rejects_bad_arguments(capsys):
     assert cli.main(["book", "build", "--workers", "0"]) == 2
     assert "--workers: 0 must be" in capsys.readouterr().err
+
+
+def test_strip_outputs_keeps_only_checked_cells():
+    nb = nbformat.v4.new_notebook()
+    checked = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)", execution_count=3)
+    checked.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    other = nbformat.v4.new_code_cell("print(2)", execution_count=4)
+    other.outputs = [nbformat.v4.new_output("stream", text="2\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"), checked, other]
+    course.strip_outputs(nb)
+    assert checked.outputs and not other.outputs and other.execution_count is None
+    assert course.is_checked(checked) and not course.is_checked(other) and not course.is_checked(nb.cells[0])

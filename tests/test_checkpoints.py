@@ -8,6 +8,7 @@ with its attribute names, run on 0..255 pixels.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,80 @@ def test_version_zero_and_a_config_that_is_not_a_dict(tmp_path):
     torch.save({**raw, "config": {"base": -1}}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="does not describe a TransformerNet"):
         load_transform_net(tmp_path / "bad.pth")
+
+
+# ---- export: a course network as a pytorch/examples state dict -------------------------------------------------
+# Oracle: pytorch/examples' own network (tests/nets.py) loads the export with strict=True and, on 0..255 pixels,
+# returns 255 times what the course network returns on [0, 1] pixels (sizes that are multiples of 4: theirs
+# pads nothing).
+
+@pytest.mark.parametrize("pixel_scale", [1.0, 2.0, 255.0])
+def test_export_loads_strictly_into_examples_net_and_matches_on_0_255(pixel_scale):
+    net = make_net(11, base=8, pixel_scale=pixel_scale)
+    state = checkpoints.to_examples_state_dict(net, any_width=True)
+    theirs = ExamplesTransformerNet(8)
+    theirs.load_state_dict(state, strict=True)
+    theirs.eval()
+    x = torch.rand(2, 3, 32, 24, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = 255 * net(x)
+        got = theirs(255 * x)
+    assert float(want.std()) > 1  # a real signal, far above the tolerance
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=255 * 2e-4)
+    # the input scale is folded into the first convolution and the output scale into the last, nothing else
+    ours = net.state_dict()
+    s = 255 / pixel_scale
+    torch.testing.assert_close(state["conv1.conv2d.weight"], ours["down.0.conv.weight"] / s)
+    torch.testing.assert_close(state["deconv3.conv2d.bias"], ours["final.conv.bias"] * s)
+    assert torch.equal(state["conv1.conv2d.bias"], ours["down.0.conv.bias"])
+    assert torch.equal(state["res2.in1.weight"], ours["res.1.conv1.norm.weight"])
+
+
+def test_saved_export_at_their_width_loads_with_weights_only_and_round_trips(tmp_path):
+    net = make_net(12)  # base 32: their class as it is
+    path = checkpoints.save_examples_format(net, tmp_path / "out" / "mine.pth")
+    assert path == tmp_path / "out" / "mine.pth" and sorted(p.name for p in path.parent.iterdir()) == ["mine.pth"]
+    raw = torch.load(path, weights_only=True)
+    theirs = ExamplesTransformerNet()
+    theirs.load_state_dict(raw, strict=True)
+    x = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.eval()(255 * x), 255 * net(x), rtol=1e-4, atol=255 * 2e-4)
+    # read back by nstlib as a pytorch/examples model: the same function on [0, 1] images, any size
+    back = load_transform_net(path)
+    assert back.pixel_scale == 255
+    y = torch.rand(1, 3, 21, 30, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(back(y), net(y), rtol=1e-4, atol=2e-4)
+
+
+def test_examples_model_round_trips_unchanged():
+    ref = examples_model(6, 8)
+    net = TransformerNet(upsample="nearest", base=8, pixel_scale=255)
+    net.load_state_dict(convert_examples_state_dict(examples_state(ref)))
+    exported = checkpoints.to_examples_state_dict(net, any_width=True)
+    assert exported.keys() == ref.state_dict().keys()
+    for key, value in ref.state_dict().items():
+        assert torch.equal(exported[key], value), key  # s = 255: every tensor is copied as it is
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"upsample": "transpose", "base": 32}, "upsample='transpose'"),
+    ({"output": "tanh", "base": 32}, "output='tanh'"),
+    ({"base": 8}, "base=8 (theirs is 32; pass any_width=True"),
+])
+def test_export_refuses_networks_of_another_architecture(tmp_path, kwargs, words):
+    net = TransformerNet(**kwargs)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        checkpoints.save_examples_format(net, tmp_path / "x.pth")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match="TransformerNet"):
+        checkpoints.to_examples_state_dict(nn.Conv2d(3, 3, 1))
+    with pytest.raises(IsADirectoryError, match="style.pth"):
+        checkpoints.save_examples_format(TransformerNet(), tmp_path)
+
+
+def test_export_refuses_a_multi_style_network():
+    net = TransformerNet(num_styles=2)
+    with pytest.raises(ValueError, match="num_styles=2"):
+        checkpoints.to_examples_state_dict(net)

@@ -192,6 +192,12 @@ BAD = [
      "--resume needs --checkpoint-dir"),
     (["train", "{style}", "--data", "synthetic", "--steps", "1", "--image-size", "8", "-o", "{tmp}/m.pth"],
      "image_size=8 is too small"),
+    (["train", "{style}", "--data", "synthetic", "--steps", "1", "-o", "{tmp}/m.txt"], "'.txt' is not one of .pth .pt"),
+    (["train", "{style}", "--data", "synthetic", "--steps", "1", "-o", "{style}/m.pth"], "is a file, not a folder"),
+    (["stylize", "{content}", "{style}", "-o", "{content}/sub/out.jpg"], "is a file, not a folder"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--size", "4097"], "--size: 4097 is larger than 4096"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--scales", "256,5000"], "--scales: 5000 is larger than 4096"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--style-size", "9999"], "--style-size: 9999 is larger"),
     (["download", "nope", "wave"], "unknown download name(s): nope"),
     (["download", "wave", "--n", "5"], "--n applies to labelme only"),
     (["batch", "{tmp}/missing.yaml"], "missing.yaml does not exist"),
@@ -450,3 +456,101 @@ def test_info_reports_the_settings(env, cache_dir, monkeypatch, capsys):
     assert lines["device"].startswith("cuda" if torch.cuda.is_available() else ("mps", "cpu"))
     assert lines["pretrained models"].startswith("0 of 4 cached")
     assert lines["vgg19 weights"].startswith("not cached: ")  # TORCH_HOME is a fresh folder
+
+
+# -- errors that would come after the work: checked before it -----------------------------------
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Replace the slow library calls of stylize and train by recorders that then stop the command as
+    Ctrl-C would (exit code 130): any call is work done too early."""
+    calls = []
+
+    def recorder(name):
+        def record(*args, **kwargs):
+            calls.append(name)
+            raise KeyboardInterrupt
+        return record
+
+    monkeypatch.setattr("nstlib.gatys.stylize", recorder("stylize"))
+    monkeypatch.setattr("nstlib.fast.stylize_image", recorder("stylize_image"))
+    monkeypatch.setattr("nstlib.training.train_transform_net", recorder("train"))
+    return calls
+
+
+def test_unwritable_output_is_refused_before_any_work(images, checkpoint, env, tmp_path, monkeypatch, no_work,
+                                                      capsys):
+    import tempfile
+
+    content, style = images
+    model, _ = checkpoint
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def refusing_mkstemp(*args, dir=None, **kwargs):  # what a read-only folder answers (root ignores chmod)
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied", str(Path(dir) / "probe"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refusing_mkstemp)
+    runs = {
+        "gatys": ["stylize", str(content), str(style), "-o", str(locked / "out.png")],
+        "fast": ["stylize", str(content), "--model", str(model), "-o", str(locked / "deeper" / "out.png")],
+        "train": ["train", str(style), "--data", "synthetic", "--steps", "1", "-o", str(locked / "m.pth")],
+    }
+    for name, argv in runs.items():
+        assert cli.main(argv) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"nstlib: error: -o {argv[-1]}: cannot write in {locked} "
+                                                   "(Permission denied)"), (name, err)
+    assert no_work == [] and sorted(p.name for p in locked.iterdir()) == []  # no probe file left behind
+    # a folder that does not exist yet is fine when it can be created; nothing is created before the work
+    fresh = tmp_path / "new" / "deeper" / "m.pth"
+    assert cli.main(["train", str(style), "--data", "synthetic", "--steps", "1", "-o", str(fresh)]) == 130
+    assert no_work == ["train"] and not (tmp_path / "new").exists()
+
+
+def test_out_of_memory_names_the_size_and_exits_1(images, checkpoint, env, tmp_path, monkeypatch, capsys):
+    content, style = images
+    model, _ = checkpoint
+    cpu_oom = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 140737488355328 bytes. Error code 12 (Cannot allocate memory)")
+    windows_oom = RuntimeError("[enforce fail at ..\\c10\\core\\impl\\alloc_cpu.cpp:72] data. "
+                               "DefaultCPUAllocator: not enough memory: you tried to allocate 1073741824 bytes.")
+    cuda_oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 14.75 GiB "
+                                           "total capacity)")
+
+    def raising(error):
+        def stand_in(*args, **kwargs):
+            raise error
+        return stand_in
+
+    cases = [
+        ("nstlib.gatys.stylize", cpu_oom, ["stylize", str(content), str(style), "--size", "3000"],
+         ["--size 3000", "try a smaller --size", "can't allocate memory"]),
+        ("nstlib.gatys.stylize", windows_oom, ["stylize", str(content), str(style), "--scales", "256,2048"],
+         ["--scales 256,2048", "try smaller --scales", "not enough memory"]),
+        ("nstlib.gatys.stylize", MemoryError(), ["stylize", str(content), str(style)],
+         ["--size 512", "try a smaller --size", "MemoryError"]),
+        ("nstlib.fast.stylize_image", cuda_oom, ["stylize", str(content), "--model", str(model), "--size", "1024"],
+         ["--size 1024", "try a smaller --size, e.g. --size 512", "CUDA out of memory"]),
+        ("nstlib.training.train_transform_net", cpu_oom,
+         ["train", str(style), "--data", "synthetic", "--steps", "1", "--image-size", "1024"],
+         ["--batch-size 4 and --image-size 1024", "try a smaller --batch-size or --image-size"]),
+    ]
+    for i, (target, error, argv, words) in enumerate(cases):
+        monkeypatch.setattr(target, raising(error))
+        out = tmp_path / f"o{i}.{'pth' if argv[0] == 'train' else 'png'}"
+        assert cli.main([*argv, "-o", str(out)]) == 1, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("nstlib: error: out of memory"), lines
+        assert all(word in lines[0] for word in words), (words, lines[0])
+        assert not out.exists()
+    # any other RuntimeError is still a bug, with its traceback
+    monkeypatch.setattr("nstlib.gatys.stylize", raising(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.main(["stylize", str(content), str(style), "-o", str(tmp_path / "bug.png")])

@@ -333,3 +333,22 @@ def test_reconstructions_keep_their_own_default_size(content, style):
     texture = synthesize_texture(style, ["conv1_1"], **options)
     assert max(recon.image.shape[-2:]) == 256 and max(texture.image.shape[-2:]) == 256
     assert recon.settings["rescale_loss"] is False and texture.settings["rescale_loss"] is True
+
+
+def test_zero_content_and_style_weights_are_refused_before_any_work(content, style, monkeypatch):
+    # content_weight = style_weight = tv_weight = 0: the loss is 0 everywhere, nothing moves and the
+    # "result" would be the start image (the content) returned as if it were stylised
+    loaded = []
+    monkeypatch.setattr("nstlib.gatys.load_image", lambda *args, **kwargs: loaded.append(args) or content)
+    with pytest.raises(ValueError, match=r"content_weight=0\.0 and style_weight=0\.0") as info:
+        run(content, style, content_weight=0, style_weight=0.0, tv_weight=0)
+    assert "content_weight > 0" in str(info.value) and "style_weight > 0" in str(info.value)
+    assert loaded == []  # refused with the other argument checks, before the images are loaded
+    monkeypatch.undo()
+    # one of the two at zero stays allowed (reconstructions and texture synthesis rely on it), and so
+    # does total variation alone (a smoothing of the content)
+    for weights in ({"content_weight": 0.0}, {"style_weight": 0.0}, {"content_weight": 0, "style_weight": 0,
+                                                                        "tv_weight": 1.0}):
+        result = run(content, style, steps=2, optimizer="adam", **weights)
+        assert result.image.shape == content.shape and len(result.history["total"]) == 2
+    assert nstlib.total_variation(result.image) < nstlib.total_variation(content)  # tv alone smooths

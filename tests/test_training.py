@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 
 import numpy as np
@@ -275,6 +276,74 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeyp
     state = torch.load(tmp_path / "latest.pth", map_location="cpu", weights_only=True)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert load_transform_net(tmp_path / "step_000002.pth").metadata["step"] == 2
+
+
+def test_a_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_lr(tmp_path, monkeypatch):
+    """The divergence message's advice works: the same call with resume=True and a lower lr continues from
+    the last good checkpoint (lr may change on resume), and Adam really steps with the new lr."""
+    monkeypatch.setattr(trainer, "PerceptualLoss", PoisonedLoss)
+    PoisonedLoss.calls = 0
+    with pytest.raises(TrainingDivergedError) as info:
+        train(epochs=2, checkpoint_dir=tmp_path / "run", checkpoint_every=2)  # diverges at step 4
+    message = str(info.value)
+    assert f"the last good checkpoint is {tmp_path / 'run' / 'step_000002.pth'}" in message
+    assert "resume=True and lr=0.0001 (now 0.001" in message and "--resume --lr 0.0001" in message
+    assert "lr may differ from the checkpoint's" in message
+    monkeypatch.undo()  # the loss is healthy again
+    for name in ("high", "low"):
+        shutil.copytree(tmp_path / "run", tmp_path / name)
+
+    resumed = train(epochs=2, checkpoint_dir=tmp_path / "run", checkpoint_every=2, resume=True, lr=1e-4)
+    assert resumed.history["step"] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history["lr"] == [1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-4]
+    assert resumed.settings["lr"] == 1e-4 and all(math.isfinite(v) for v in resumed.history["total"])
+    assert torch.load(resumed.checkpoint_path, weights_only=True)["settings"]["lr"] == 1e-4
+
+    # Oracle: from the same checkpoint, Adam's step is lr * m_hat / (sqrt(v_hat) + eps) with the same
+    # gradient and moments, so one step at lr 1e-4 moves every weight by a tenth of one at lr 1e-3.
+    start = load_transform_net(tmp_path / "run" / "step_000002.pth").state_dict()
+    high = train(steps=3, checkpoint_dir=tmp_path / "high", checkpoint_every=2, resume=True).net.state_dict()
+    low = train(steps=3, checkpoint_dir=tmp_path / "low", checkpoint_every=2, resume=True, lr=1e-4).net.state_dict()
+    for key, before in start.items():
+        if before.is_floating_point():
+            spacing = 2 * torch.finfo(torch.float32).eps * max(1.0, before.abs().max().item())  # float32 rounding
+            torch.testing.assert_close(low[key].cpu() - before, 0.1 * (high[key].cpu() - before),
+                                       rtol=1e-3, atol=spacing)
+    assert any(not torch.equal(low[key].cpu(), start[key]) for key in start)  # the step did move the weights
+
+
+def test_resume_uses_latest_when_every_step_checkpoint_is_unreadable(reference, tmp_path):
+    result, folder, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(folder, run)
+    for name in ("step_000004.pth", "step_000006.pth"):  # both step files cut; latest.pth (step 6) intact
+        (run / name).write_bytes((run / name).read_bytes()[:1000])
+    with pytest.warns(RuntimeWarning) as caught:
+        again = train(checkpoint_dir=run, resume=True, **{**REFERENCE, "steps": 7})
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "step_000006.pth cannot be read" in messages and "step_000004.pth cannot be read" in messages
+    assert f"resuming from {run / 'latest.pth'} (step 6)" in messages
+    assert again.history["step"] == list(range(1, 8)) and again.checkpoint_path == run / "step_000007.pth"
+    once = train(checkpoint_dir=tmp_path / "once", **{**REFERENCE, "steps": 7})  # exact resumption: 6 + 1 = 7
+    assert same_weights(again.net, once.net)
+    assert again.history["total"][:6] == result.history["total"]
+
+
+def test_resume_with_no_readable_checkpoint_says_what_to_do(reference, tmp_path):
+    _, folder, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(folder, run)
+    for name in ("step_000004.pth", "step_000006.pth", "latest.pth"):
+        (run / name).write_bytes(b"not a checkpoint")
+    with pytest.warns(RuntimeWarning, match="cannot be read"):
+        with pytest.raises(FileNotFoundError) as info:
+            train(checkpoint_dir=run, resume=True, **REFERENCE)
+    message = str(info.value)
+    assert f"no checkpoint in {run} can be read" in message
+    assert "latest.pth.unreadable, step_000004.pth.unreadable, step_000006.pth.unreadable" in message
+    assert "copy an intact step_*.pth" in message and "another checkpoint_dir" in message
+    assert sorted(p.name for p in run.glob("*.pth")) == []  # all set aside, none deleted
+    assert len(list(run.glob("*.unreadable"))) == 3
 
 
 # ---- quick mode, data handling -------------------------------------------------------------------------------

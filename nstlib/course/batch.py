@@ -186,6 +186,7 @@ def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
     unknown = set(spec) - {"notebook", "output", "parameters", "grid", "figure", "table"}
     if unknown:
         raise GridError(f"{path}: unknown keys {sorted(unknown)}; allowed: notebook, output, parameters, grid, figure, table")
+    _check_types(path, spec)
     base = path.parent
     axes = spec.get("grid") or {}
     if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
@@ -225,6 +226,96 @@ def load_grid(path: str | Path, output: str | Path | None = None) -> Grid:
         _check_figure(path, figure, axes)
     table = spec.get("table") or []
     return Grid(path, out, runs, axes, figure, list(table), cut)
+
+
+_VALUE = "text, a number, true/false, null, or a list or mapping of those"
+"""What a parameter value may be: what papermill writes into a notebook and run.json records as JSON."""
+
+_FIGURE_TEXT = {"kind": "text (images or plot)", "rows": "text (a grid axis)", "cols": "text (a grid axis)",
+                "x": "text (a grid axis)", "series": "text (a grid axis)", "y": "text (a metrics.json key)",
+                "image": "text (a file name)", "title": "text", "xlabel": "text", "ylabel": "text"}
+
+
+def _kind(value: Any) -> str:
+    """What ``value`` is, in YAML's words, for error messages (``"binary data (!!binary)"``, ``"a number: 5"``)."""
+    import datetime
+
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"true/false: {value}"
+    if isinstance(value, (int, float)):
+        return f"a number: {value!r}"
+    if isinstance(value, str):
+        return f"text: {value[:40]!r}"
+    if isinstance(value, bytes):
+        return "binary data (!!binary)"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"a date ({value}): quote it ('{value}') to pass text"
+    if isinstance(value, (set, frozenset)):
+        return "a set (!!set)"
+    return {list: "a list", dict: "a mapping"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _bad_value(value: Any, where: str) -> tuple[str, str, Any] | None:
+    """``(where, expected, part)`` for the first part of ``value`` that is not a plain parameter value
+    (:data:`_VALUE`; ``where`` extended to name it, e.g. ``parameters.STYLES[1]``), or None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, list):
+        return next(filter(None, (_bad_value(item, f"{where}[{i}]") for i, item in enumerate(value))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = ((f"{where}: the key {key!r}", "text", key) if not isinstance(key, str)
+                     else _bad_value(item, f"{where}.{key}"))
+            if found:
+                return found
+        return None
+    return where, _VALUE, value
+
+
+def _check_types(path: Path, spec: dict) -> None:
+    """GridError naming the key and the expected type for any value of the wrong YAML type (a number
+    where a name belongs, ``!!binary``, a date, ...), before anything runs."""
+    def fail(where: str, expected: str, value: Any):
+        return GridError(f"{path}: {where} must be {expected}, not {_kind(value)}")
+
+    for key, expected in (("notebook", "a notebook path (text)"), ("output", "a folder path (text)")):
+        if key in spec and not isinstance(spec[key], str):
+            raise fail(f"'{key}'", expected, spec[key])
+    for section in ("parameters", "grid"):
+        values = spec.get(section)
+        if not isinstance(values, dict):
+            continue  # absent, or the mapping checks of load_grid explain it
+        for name, value in values.items():
+            if not isinstance(name, str):
+                raise fail(f"{section}: the name {name!r}", "text (a parameter name)", name)
+            items = list(enumerate(value)) if section == "grid" and isinstance(value, list) else [(None, value)]
+            for i, item in items:
+                where = f"{section}.{name}" + ("" if i is None else f"[{i}]")
+                if section == "grid" and name == NOTEBOOK_AXIS and not isinstance(item, str):
+                    raise fail(where, "a notebook path (text)", item)
+                found = _bad_value(item, where)
+                if found:
+                    raise fail(*found)
+    _check_figure_and_table_types(spec, fail)
+
+
+def _check_figure_and_table_types(spec: dict, fail) -> None:
+    """The types of the figure's settings and of the table's entries (see :func:`_check_types`)."""
+    figure = spec.get("figure")
+    if isinstance(figure, dict):
+        for key, expected in _FIGURE_TEXT.items():
+            if figure.get(key) is not None and not isinstance(figure[key], str):
+                raise fail(f"figure.{key}", expected, figure[key])
+        if "logy" in figure and not isinstance(figure["logy"], bool):
+            raise fail("figure.logy", "true or false", figure["logy"])
+    table = spec.get("table")
+    if table is not None and not isinstance(table, list):
+        raise fail("'table'", "a list of metrics.json keys (text)", table)
+    for i, key in enumerate(table or []):
+        if not isinstance(key, str):
+            raise fail(f"table[{i}]", "a metrics.json key (text)", key)
 
 
 def _check_figure(path: Path, figure: Any, axes: dict[str, list]) -> None:
@@ -403,7 +494,8 @@ def _plot_figure(grid: Grid, title: str):
 
 def write_figure(grid: Grid) -> list[Path]:
     """The figure (``figure.png`` and ``figure.pdf``): a labelled image grid where failed runs stay blank,
-    or, for ``kind: plot``, the metric against the x axis (:func:`plot_data`)."""
+    or, for ``kind: plot``, the metric against the x axis (:func:`plot_data`). Returns the files written:
+    none without a ``figure`` in the grid, or when no run left an image (or a point) to draw."""
     from ..images import ImageError, load_image
     from ..plotting import image_grid, save_figure
 
@@ -414,6 +506,8 @@ def write_figure(grid: Grid) -> list[Path]:
     if config.quick_mode():
         title += " (QUICK MODE: not a real result)"
     if spec.get("kind", "images") == "plot":
+        if not any(plot_data(grid).values()):
+            return []
         figure = _plot_figure(grid, title)
         return [save_figure(figure, grid.output / f"figure.{suffix}") for suffix in ("png", "pdf")]
     rows, cols = grid.axes[spec["rows"]], grid.axes[spec["cols"]]
@@ -426,6 +520,8 @@ def write_figure(grid: Grid) -> list[Path]:
             except ImageError:
                 continue
             cells[rows.index(run.axes[spec["rows"]])][cols.index(run.axes[spec["cols"]])] = image
+    if all(cell is None for row in cells for cell in row):
+        return []
     figure = image_grid(
         cells,
         row_labels=[f"{spec['rows']}={_label(v)}" for v in rows],
@@ -443,10 +539,22 @@ def run_batch(path: str | Path, *, output: str | Path | None = None, workers: in
               f"(dropped: {', '.join(f'{k} {n}' for k, n in grid.cut.items())})")
     records = run_grid(grid, workers=workers, force=force, progress=progress)
     write_table(grid)
-    write_figure(grid)
-    failed = [r for r in records if r["status"] != "ok"]
-    print(f"{len(records) - len(failed)}/{len(records)} runs complete; results in {grid.output}")
+    drawn = write_figure(grid)
+    print(_summary(grid, records, drawn))
     return grid
+
+
+def _summary(grid: Grid, records: list[dict[str, Any]], drawn: list[Path]) -> str:
+    """The batch's last line: runs complete, and where the results are; when every run failed, the
+    first failure instead of a figure."""
+    failed = [(run, record) for run, record in zip(grid.runs, records) if record["status"] != "ok"]
+    if records and len(failed) == len(records):
+        run, record = failed[0]
+        return (f"0/{len(records)} runs complete: every run failed (first: {run.folder.name}: "
+                f"{record.get('error') or record['status']}); no figure; the failed notebooks and run.json "
+                f"files are in {grid.output}")
+    note = "" if drawn or not grid.figure else " (no figure: no run left anything to draw)"
+    return f"{len(records) - len(failed)}/{len(records)} runs complete; results in {grid.output}{note}"
 
 
 def run_arguments(args: argparse.Namespace) -> int:

@@ -10,6 +10,12 @@
     cells whose first line is ``# NBVAL_CHECK_OUTPUT`` (deterministic, weight-independent cells).
     Every other output and execution count is stripped, so the notebooks stay small and clean.
 
+Before anything runs, a full build (not quick mode) checks once that what the course downloads is
+cached or reachable (:func:`check_downloads`): the VGG19 weights, the sample images and the
+pretrained models. Offline it stops with one message naming the three ways out (connect,
+``NSTLIB_QUICK=1``, or ``NSTLIB_MIRROR`` / files placed by hand, with their paths), instead of
+every batch run failing on the same download.
+
 Both run on a checkout of the course: :func:`course_root` finds it from the current folder (the
 nearest folder at or above it holding ``book/_config.yml`` and ``notebooks/``), never from where
 the package is installed. ``python -m nstlib.course ...`` is the same as ``nstlib book ...``.
@@ -20,9 +26,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+PROBE_TIMEOUT = 5.0
+"""Seconds :func:`check_downloads` waits for each host to answer."""
+
+
+class OfflineError(RuntimeError):
+    """Files the full course downloads are not cached and their hosts cannot be reached."""
 
 
 def course_root(start: str | os.PathLike | None = None) -> Path:
@@ -171,9 +187,104 @@ def build_book(path_output: Path | None = None) -> Path:
     return path_output / "_build" / "html" / "index.html"
 
 
+def vgg19_file() -> Path:
+    """Where torch hub keeps the VGG19 ImageNet weights (``$TORCH_HOME/hub/checkpoints/vgg19-....pth``)."""
+    import torch
+    from torchvision.models import VGG19_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+
+def missing_downloads() -> list[tuple[str, str, Path]]:
+    """``(what, url, where)`` for each download of the full course that is not available locally.
+
+    * the VGG19 weights: ``url`` the weights' file, ``where`` :func:`vgg19_file`;
+    * the sample images (one entry for all of them) that are neither cached with the manifest's
+      SHA-256 nor in an ``NSTLIB_MIRROR`` folder: ``url`` the first one's (on the mirror when
+      ``NSTLIB_MIRROR`` is a URL), ``where`` the cache's ``images/`` folder;
+    * the pretrained models, unless extracted or their archive is placed by hand: ``where`` the archive.
+    """
+    from torchvision.models import VGG19_Weights
+
+    from .. import config
+    from ..data import samples
+    from ..data.download import sha256_file
+    from ..data.pretrained import ARCHIVE_NAME, ARCHIVE_URL, MODELS_FOLDER, PRETRAINED_STYLES, pretrained_dir
+
+    missing = []
+    if not vgg19_file().is_file():
+        missing.append(("the VGG19 weights", VGG19_Weights.IMAGENET1K_V1.url, vgg19_file()))
+    images = config.cache_dir() / "images"
+    mirror = config.mirror()
+    mirror_url = mirror if mirror and mirror.lower().startswith(("http://", "https://")) else None
+    folder = Path(mirror).expanduser() if mirror and not mirror_url else None
+    absent = [sample for sample in samples.SAMPLES.values()
+              if not ((images / sample.file).is_file() and sha256_file(images / sample.file) == sample.sha256)
+              and not (folder is not None and (folder / sample.file).is_file())]
+    if absent:
+        url = mirror_url.rstrip("/") + "/" + absent[0].file if mirror_url else absent[0].url
+        missing.append((f"{len(absent)} sample images", url, images))
+    archive = pretrained_dir() / ARCHIVE_NAME
+    models = [pretrained_dir() / MODELS_FOLDER / f"{style}.pth" for style in PRETRAINED_STYLES]
+    if not all(path.is_file() for path in models) and not archive.is_file():
+        missing.append(("the pretrained models' archive", ARCHIVE_URL, archive))
+    return missing
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """None when the host of ``url`` answers a HEAD request (any HTTP status), else why not.
+
+    Only the headers are asked for (no redirect is followed); proxies come from the environment
+    (``HTTPS_PROXY``), as for the downloads themselves."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # the answer itself shows the host is there
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError as error:
+        error.close()
+    except urllib.error.URLError as error:
+        return str(error.reason)
+    except OSError as error:  # timeouts, resets
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def check_downloads(timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise :class:`OfflineError` when the full course needs downloads whose hosts do not answer.
+
+    Quick mode never downloads, and nothing is asked when :func:`missing_downloads` is empty; else one
+    HEAD request per host (``timeout`` seconds each). The message names what is missing and where
+    it goes, and the three ways out: connect, ``NSTLIB_QUICK=1``, or a mirror / files placed by hand.
+    """
+    from .. import config
+
+    if config.quick_mode():
+        return
+    missing = missing_downloads()
+    hosts = {urllib.parse.urlsplit(url).netloc: url for _, url, _ in missing}
+    failed = {host: reason for host, url in hosts.items() if (reason := _unreachable(url, timeout))}
+    if not failed:
+        return
+    down = "; ".join(f"{host}: {reason}" for host, reason in failed.items())
+    needed = ", ".join(f"{what} ({where})" for what, _, where in missing)
+    by_hand = "; ".join(f"{url} to {where}" for what, url, where in missing if not what.endswith("sample images"))
+    raise OfflineError(
+        f"the full course downloads files that are not cached, and the network does not answer ({down}). "
+        f"Missing: {needed}. Three ways out: (1) connect to the internet (behind a proxy: set HTTPS_PROXY) and run "
+        f"again; (2) NSTLIB_QUICK=1 make course builds the offline smoke-test version (random weights, synthetic "
+        f"images); (3) place the files by hand" + (f": {by_hand}" if by_hand else "") + "; the sample images (their "
+        f"URLs are in data/images.tsv) go to {config.cache_dir() / 'images'}/<file>, or set {config.ENV_MIRROR} to "
+        "a folder or URL that holds them (style/..., content/...). 'nstlib info' shows these paths.")
+
+
 def build(*, gallery: bool = True, workers: int = 2, path_output: Path | None = None) -> int:
     """Build the whole course: run the gallery batches, then render the HTML book; returns an exit status.
 
+    0. Outside quick mode, :func:`check_downloads`: offline with nothing cached, one
+       :class:`OfflineError` (a RuntimeError) says what to do, before anything runs.
     1. Every grid of ``book/grids`` runs with papermill (:func:`run_gallery`, resumable), unless
        ``gallery`` is false; its figure lands in :func:`gallery_output`.
     2. ``jupyter-book build`` (:func:`book_command`) executes every notebook (``execute_notebooks: cache``)
@@ -185,6 +296,7 @@ def build(*, gallery: bool = True, workers: int = 2, path_output: Path | None = 
 
     mode = "QUICK MODE (NSTLIB_QUICK=1): smoke-test scale, offline" if quick_mode() else "full course"
     print(f"building the course: {mode}", flush=True)
+    check_downloads()
     failed = run_gallery(workers=workers) if gallery else []
     index = build_book(path_output)
     print(f"\nThe book is ready: {index}" + (" (quick mode: not real results)" if quick_mode() else ""))

@@ -14,7 +14,10 @@ are never part of the project: :func:`fetch_sample` gets them, in this order,
 3. in quick mode (``NSTLIB_QUICK=1``) only: a deterministic synthetic stand-in
    (:mod:`nstlib.data.synthetic`) written as ``<cache>/standins/<name>.png``, after the
    quick-mode banner; quick mode never touches the network;
-4. from the pinned URL, checked against the manifest's SHA-256 and size.
+4. from the pinned URL, checked against the manifest's SHA-256 and size. When that fails, the
+   :class:`~nstlib.data.download.DownloadError` names every way out, as the VGG19 weights' and
+   the pretrained models' errors do: the network or proxy, the file placed by hand in the cache,
+   ``NSTLIB_MIRROR``, and quick mode (:func:`offline_hints`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "is_sample",
     "load_manifest",
     "manifest_path",
+    "offline_hints",
     "sample_names",
 ]
 
@@ -253,13 +257,24 @@ def _from_mirror(sample: Sample, mirror: str, cached: Path, progress: bool) -> b
     return True
 
 
+def offline_hints(sample: Sample) -> str:
+    """The ways to get ``sample`` without this machine downloading it, for error messages: the same
+    hints as the VGG19 weights' and the pretrained models' errors (proxy, placed by hand, quick mode),
+    plus ``NSTLIB_MIRROR``."""
+    cached = config.cache_dir() / "images" / sample.file
+    return (f"Are you offline, or behind a proxy (set HTTPS_PROXY)? To install it by hand, download {sample.url} "
+            f"on a machine with internet access and place it at {cached} ({config.ENV_CACHE} moves that folder), "
+            f"or set {config.ENV_MIRROR} to a folder or URL that holds {sample.file}. For an offline smoke test "
+            f"of the course set {config.ENV_QUICK}=1.")
+
+
 def fetch_sample(name: str, *, progress: bool = True) -> Path:
     """The local path of sample ``name``, fetched and checked if needed (see the module docstring).
 
     Returns the cached image (``<cache>/images/<file>``) whose SHA-256 matches the
     manifest or, in quick mode without a cached or mirrored copy, the synthetic
     stand-in ``<cache>/standins/<name>.png``. Raises :class:`DownloadError` when no
-    source delivers the checked file.
+    source delivers the checked file (from the pinned URL: with :func:`offline_hints` in its fix).
     """
     sample = get_sample(name)
     cached = config.cache_dir() / "images" / sample.file
@@ -277,7 +292,10 @@ def fetch_sample(name: str, *, progress: bool = True) -> Path:
         path = config.cache_dir() / "standins" / f"{sample.name}.png"
         _save_png(standin(sample), path)
         return path
-    return download(sample.url, cached, sha256=sample.sha256, size=sample.bytes, progress=progress)
+    try:
+        return download(sample.url, cached, sha256=sample.sha256, size=sample.bytes, progress=progress)
+    except DownloadError as error:
+        raise DownloadError(error.url, error.reason, f"{error.fix.rstrip('. ')}. {offline_hints(sample)}") from error
 
 
 def standin_size(sample: Sample, longer_side: int = synthetic.STANDIN_SIZE) -> tuple[int, int]:
