@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.resources
 import os
 import re
 import shutil
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (a dev dependency there)
+    import tomli as tomllib
 from pathlib import Path
 
 from docutils import nodes
@@ -65,7 +67,8 @@ def library_fingerprint() -> str:
     """
     digest = hashlib.sha256()
     package = Path(nstlib.__file__).resolve().parent
-    manifest = Path(str(importlib.resources.files("nstlib.data.manifest")))
+    # the manifest: the checkout's data/ folder, or nstlib/data/manifest/ in an installed package
+    manifest = package.parent / "data" if (package.parent / "data").is_dir() else package / "data" / "manifest"
     for folder, pattern in ((package, "*.py"), (manifest, "*.tsv")):
         for path in sorted(folder.rglob(pattern)):
             digest.update(f"{folder.name}/{path.relative_to(folder).as_posix()}\0".encode())
