@@ -417,7 +417,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A tensor as an RGB PIL image, pixel = ``round(255 * clamp(x, 0, 1))`` (see :func:`to_uint8`)."""
-    return Image.fromarray(to_uint8(image), mode="RGB")
+    return Image.fromarray(to_uint8(image))  # [H, W, 3] uint8 is RGB (mode= is deprecated in Pillow 11.3)
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike, *, quality: int = 95) -> Path:

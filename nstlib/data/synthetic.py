@@ -56,7 +56,7 @@ def content_standin(name: str, width: int, height: int) -> Image.Image:
     low = np.array([rng.uniform(175, 215), rng.uniform(205, 230), rng.uniform(235, 250)])
     t = np.clip(np.arange(h, dtype=np.float64) / max(horizon, 1.0), 0, 1)[:, None, None]
     sky = (1 - t) * top + t * low
-    image = Image.fromarray(np.broadcast_to(sky, (h, w, 3)).round().astype(np.uint8), "RGB")
+    image = Image.fromarray(np.broadcast_to(sky, (h, w, 3)).round().astype(np.uint8))  # [H, W, 3] uint8 is RGB
     draw = ImageDraw.Draw(image)
 
     def ellipse(cx, cy, rx, ry, fill):
@@ -159,4 +159,4 @@ def style_standin(name: str, width: int, height: int) -> Image.Image:
     freq = rng.uniform(22, 32)
     strokes = np.sin(2 * np.pi * freq * (u * np.cos(theta) + v * np.sin(theta)) + 3.0 * t)
     colour = colour * (1 + 0.25 * strokes[..., None])
-    return Image.fromarray(np.clip(colour, 0, 255).round().astype(np.uint8), "RGB")
+    return Image.fromarray(np.clip(colour, 0, 255).round().astype(np.uint8))  # [H, W, 3] uint8 is RGB
