@@ -40,8 +40,21 @@ pretrained models) take and return [0, 1] images: ``forward(x) = head(net(s x) /
 where ``head`` is the identity or the tanh map above. :mod:`nstlib.data.pretrained` sets
 ``s = 255``; networks trained in this course keep ``s = 1``.
 
+Many styles in one network (Dumoulin, Shlens & Kudlur 2017, "A Learned Representation for
+Artistic Style"). ``TransformerNet(num_styles=N)`` shares every convolution between ``N`` styles
+and gives each style its own instance-norm scale and shift: every instance norm becomes a
+:class:`ConditionalInstanceNorm2d` holding ``gamma, beta`` of shape ``[N, C]``::
+
+    CIN(x; w) = (sum_s w_s gamma_s) * (x - mean(x)) / sqrt(var(x) + eps) + (sum_s w_s beta_s)
+
+``forward(x, style=s)`` takes a style index ``s`` (``w`` one-hot), a length-``N`` weight vector
+``w`` (a blend: the scales and shifts are mixed with the weights as given, so weights summing
+to 1 make a convex blend), or a ``[B, N]`` tensor (one weight vector per image); the default is
+style 0. An extra style costs ``2 * sum of normalised channels = 2 * 50 base`` parameters (3,200
+at ``base=32``, 0.19% of 1,679,235); ``num_styles=None`` is the ordinary one-style network above.
+
 Running a trained network on photos is :mod:`nstlib.fast`; saving and loading one is
-:mod:`nstlib.checkpoints`.
+:mod:`nstlib.checkpoints`; training a multi-style network, :mod:`nstlib.multistyle`.
 """
 
 from __future__ import annotations
@@ -55,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ConditionalInstanceNorm2d",
     "ConvLayer",
     "MIN_SIZE",
     "ResidualBlock",
@@ -62,6 +76,7 @@ __all__ = [
     "UpsampleConvLayer",
     "count_parameters",
     "pad_to_multiple",
+    "style_weights",
 ]
 
 MIN_SIZE = 16
@@ -81,36 +96,82 @@ OUTPUT_MODES = ("none", "tanh")
 # layers
 
 
+class ConditionalInstanceNorm2d(nn.Module):
+    """Instance normalisation with one scale and shift per style (Dumoulin et al. 2017).
+
+    ``InstanceNorm2d(affine=False)``, then ``gamma * x + beta`` with ``gamma = w @ self.gamma`` and
+    ``beta = w @ self.beta`` (parameters ``[num_styles, channels]``, initialised to 1 and 0 as
+    ``InstanceNorm2d(affine=True)``). ``forward(x, style)``: ``style`` is an int index (row
+    ``style`` of ``gamma`` and ``beta``), a ``[num_styles]`` weight vector shared by the batch, or
+    a ``[B, num_styles]`` tensor of weights per image.
+    """
+
+    def __init__(self, channels: int, num_styles: int):
+        super().__init__()
+        self.num_styles = num_styles
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.gamma = nn.Parameter(torch.ones(num_styles, channels))
+        self.beta = nn.Parameter(torch.zeros(num_styles, channels))
+
+    def forward(self, x: torch.Tensor, style: int | torch.Tensor = 0) -> torch.Tensor:
+        if isinstance(style, torch.Tensor) and style.dim() == 2:  # one blend per image
+            gamma, beta = style @ self.gamma, style @ self.beta
+            return self.norm(x) * gamma[:, :, None, None] + beta[:, :, None, None]
+        if isinstance(style, torch.Tensor):
+            gamma, beta = style @ self.gamma, style @ self.beta
+        else:
+            gamma, beta = self.gamma[style], self.beta[style]
+        # one scale and shift for the whole batch: exactly InstanceNorm2d(affine=True) holding them
+        return F.instance_norm(x, weight=gamma, bias=beta, eps=self.norm.eps)
+
+    def extra_repr(self) -> str:
+        return f"num_styles={self.num_styles}"
+
+
+def _norm(channels: int, num_styles: int | None) -> nn.Module:
+    """``InstanceNorm2d(affine=True)`` for one style, :class:`ConditionalInstanceNorm2d` for several."""
+    if num_styles is None:
+        return nn.InstanceNorm2d(channels, affine=True)
+    return ConditionalInstanceNorm2d(channels, num_styles)
+
+
+def _normalise(norm: nn.Module, x: torch.Tensor, style) -> torch.Tensor:
+    if isinstance(norm, ConditionalInstanceNorm2d):
+        return norm(x, 0 if style is None else style)
+    return norm(x)
+
+
 class ConvLayer(nn.Module):
     """``ReLU(IN(conv(reflection_pad(x))))``: reflection pad ``kernel_size // 2``, then a convolution.
 
     ``norm=False`` drops the instance norm and ``relu=False`` the ReLU (both are then
-    identities). The output of a stride-``s`` layer on an ``H``-pixel input has
-    ``floor((H - 1) / s) + 1`` pixels (``H`` for stride 1, ``H / 2`` for even ``H``).
+    identities); ``num_styles=N`` makes the norm a :class:`ConditionalInstanceNorm2d`. The output
+    of a stride-``s`` layer on an ``H``-pixel input has ``floor((H - 1) / s) + 1`` pixels (``H``
+    for stride 1, ``H / 2`` for even ``H``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *,
-                 norm: bool = True, relu: bool = True):
+                 norm: bool = True, relu: bool = True, num_styles: int | None = None):
         super().__init__()
         self.pad = nn.ReflectionPad2d(kernel_size // 2)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-        self.norm = nn.InstanceNorm2d(out_channels, affine=True) if norm else nn.Identity()
+        self.norm = _norm(out_channels, num_styles) if norm else nn.Identity()
         self.relu = nn.ReLU() if relu else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.norm(self.conv(self.pad(x))))
+    def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        return self.relu(_normalise(self.norm, self.conv(self.pad(x)), style))
 
 
 class ResidualBlock(nn.Module):
     """``x + IN(conv(ReLU(IN(conv(x)))))`` with two 3x3 reflection-padded convolutions (He et al. 2016)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, num_styles: int | None = None):
         super().__init__()
-        self.conv1 = ConvLayer(channels, channels, 3)
-        self.conv2 = ConvLayer(channels, channels, 3, relu=False)
+        self.conv1 = ConvLayer(channels, channels, 3, num_styles=num_styles)
+        self.conv2 = ConvLayer(channels, channels, 3, relu=False, num_styles=num_styles)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.conv1(x))
+    def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        return x + self.conv2(self.conv1(x, style), style)
 
 
 class UpsampleConvLayer(nn.Module):
@@ -121,7 +182,7 @@ class UpsampleConvLayer(nn.Module):
     whose output has ``(H - 1) * 2 - 2 + 3 + 1 = 2 H`` pixels.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest"):
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest", num_styles: int | None = None):
         super().__init__()
         if mode == "nearest":
             self.resize = nn.Upsample(scale_factor=2, mode="nearest")
@@ -133,11 +194,11 @@ class UpsampleConvLayer(nn.Module):
             self.conv = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
         else:
             raise ValueError(f"mode={mode!r} must be one of {UPSAMPLE_MODES}")
-        self.norm = nn.InstanceNorm2d(out_channels, affine=True)
+        self.norm = _norm(out_channels, num_styles)
         self.relu = nn.ReLU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.norm(self.conv(self.pad(self.resize(x)))))
+    def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        return self.relu(_normalise(self.norm, self.conv(self.pad(self.resize(x))), style))
 
 
 # --------------------------------------------------------------------------------------
@@ -156,17 +217,23 @@ class TransformerNet(nn.Module):
             ``"tanh"`` (``(tanh(y) + 1) / 2``, always in [0, 1]).
         pixel_scale: ``s`` in ``forward(x) = head(net(s x) / s)``; 255 for networks
             trained on 0..255 pixels, 1 otherwise. May be changed after construction.
+        num_styles: None (one style, plain instance norms) or ``N >= 1`` styles sharing the
+            convolutions, each with its own norm scales and shifts
+            (:class:`ConditionalInstanceNorm2d`; see the module docstring).
 
     Attributes:
         config: the arguments above as a dict; ``TransformerNet(**net.config)`` rebuilds
             the architecture.
         metadata: a dict; :func:`load_transform_net` fills it with the checkpoint's metadata.
 
-    ``forward(x)`` takes ``[B, 3, H, W]`` in [0, 1] with ``H, W >= 16`` and returns a tensor
-    of the same shape (see the module docstring for the padding and the range).
+    ``forward(x, style=None)`` takes ``[B, 3, H, W]`` in [0, 1] with ``H, W >= 16`` and returns a
+    tensor of the same shape (see the module docstring for the padding and the range). ``style``
+    (multi-style networks only): an index, a length-``N`` weight vector or ``[B, N]`` weights
+    (:func:`style_weights`); None means style 0.
     """
 
-    def __init__(self, upsample: str = "nearest", base: int = 32, output: str = "none", pixel_scale: float = 1.0):
+    def __init__(self, upsample: str = "nearest", base: int = 32, output: str = "none", pixel_scale: float = 1.0,
+                 num_styles: int | None = None):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={upsample!r} must be one of {UPSAMPLE_MODES}")
@@ -174,21 +241,25 @@ class TransformerNet(nn.Module):
             raise ValueError(f"output={output!r} must be one of {OUTPUT_MODES}")
         if not isinstance(base, numbers.Integral) or isinstance(base, bool) or base < 1:
             raise ValueError(f"base={base!r} must be a positive integer (32 in Johnson et al.)")
+        if num_styles is not None and (not isinstance(num_styles, numbers.Integral) or isinstance(num_styles, bool)
+                                       or num_styles < 1):
+            raise ValueError(f"num_styles={num_styles!r} must be None (one style) or a positive integer")
+        self.num_styles = None if num_styles is None else int(num_styles)
         self.upsample = upsample
         self.base = int(base)
         self.output = output
         self.pixel_scale = pixel_scale  # checked by the property setter
         self.metadata: dict[str, Any] = {}
-        b = self.base
+        b, n = self.base, self.num_styles
         self.down = nn.Sequential(
-            ConvLayer(3, b, 9),
-            ConvLayer(b, 2 * b, 3, stride=2),
-            ConvLayer(2 * b, 4 * b, 3, stride=2),
+            ConvLayer(3, b, 9, num_styles=n),
+            ConvLayer(b, 2 * b, 3, stride=2, num_styles=n),
+            ConvLayer(2 * b, 4 * b, 3, stride=2, num_styles=n),
         )
-        self.res = nn.Sequential(*[ResidualBlock(4 * b) for _ in range(NUM_RESIDUAL)])
+        self.res = nn.Sequential(*[ResidualBlock(4 * b, n) for _ in range(NUM_RESIDUAL)])
         self.up = nn.Sequential(
-            UpsampleConvLayer(4 * b, 2 * b, upsample),
-            UpsampleConvLayer(2 * b, b, upsample),
+            UpsampleConvLayer(4 * b, 2 * b, upsample, n),
+            UpsampleConvLayer(2 * b, b, upsample, n),
         )
         self.final = ConvLayer(b, 3, 9, norm=False, relu=False)
 
@@ -207,29 +278,66 @@ class TransformerNet(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """``{"upsample", "base", "output", "pixel_scale"}``: ``TransformerNet(**config)`` rebuilds the net."""
-        return {"upsample": self.upsample, "base": self.base, "output": self.output,
-                "pixel_scale": self.pixel_scale}
+        """``{"upsample", "base", "output", "pixel_scale"}``, plus ``"num_styles"`` for a multi-style
+        net: ``TransformerNet(**config)`` rebuilds the net."""
+        config = {"upsample": self.upsample, "base": self.base, "output": self.output,
+                  "pixel_scale": self.pixel_scale}
+        if self.num_styles is not None:
+            config["num_styles"] = self.num_styles
+        return config
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"input must be [batch, 3, height, width] in [0, 1], got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
         if height < MIN_SIZE or width < MIN_SIZE:
             raise ValueError(f"input is {height}x{width} px but TransformerNet needs at least "
                              f"{MIN_SIZE}x{MIN_SIZE}: resize the image up (nstlib.images.resize)")
+        if self.num_styles is None and style is not None:
+            raise ValueError("style= needs a multi-style network, TransformerNet(num_styles=N); this one has one style")
+        if self.num_styles is not None:
+            style = style_weights(style, self.num_styles, x.shape[0], self.final.conv.weight)
         s = self.pixel_scale
         y = pad_to_multiple(x * s if s != 1.0 else x, MULTIPLE)
-        y = self.final(self.up(self.res(self.down(y))))
-        y = y[..., :height, :width]
+        for layer in (*self.down, *self.res, *self.up):
+            y = layer(y, style)
+        y = self.final(y)[..., :height, :width]
         if s != 1.0:
             y = y / s
         if self.output == "tanh":
             y = (torch.tanh(y) + 1) / 2
         return y
+
+
+def style_weights(style, num_styles: int, batch: int, like: torch.Tensor | None = None) -> int | torch.Tensor:
+    """``style`` checked for a network of ``num_styles`` styles and ``batch`` images.
+
+    Returns an int index (None gives 0), or a float tensor of weights: ``[num_styles]`` for one
+    blend shared by the batch, ``[batch, num_styles]`` for one per image (on ``like``'s device and
+    dtype). A ValueError names what is wrong.
+    """
+    if style is None:
+        return 0
+    if isinstance(style, numbers.Integral) and not isinstance(style, bool):
+        if not 0 <= style < num_styles:
+            raise ValueError(f"style={style} is not a style index of this network: use 0 .. {num_styles - 1}")
+        return int(style)
+    try:
+        weights = torch.as_tensor(style, dtype=torch.float32 if like is None else like.dtype,
+                                  device=None if like is None else like.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"style={style!r} must be an index, {num_styles} weights or a [batch, {num_styles}] "
+                         "tensor") from None
+    wanted = [(num_styles,), (batch, num_styles)]
+    if tuple(weights.shape) not in wanted:
+        raise ValueError(f"style has shape {tuple(weights.shape)}: give an index 0 .. {num_styles - 1}, "
+                         f"{num_styles} weights (a blend) or a [{batch}, {num_styles}] tensor (one blend per image)")
+    if not torch.isfinite(weights).all():
+        raise ValueError(f"style weights {weights.tolist()} must be finite numbers")
+    return weights
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from nets import make_net
 from torch import nn
 
-from nstlib.transform_net import TransformerNet, UpsampleConvLayer, count_parameters, pad_to_multiple
+from nstlib.transform_net import (
+    ConditionalInstanceNorm2d,
+    TransformerNet,
+    UpsampleConvLayer,
+    count_parameters,
+    pad_to_multiple,
+)
 
 
 # ---- an independent oracle: the architecture written with torch.nn.functional ----------------------------
@@ -167,3 +173,100 @@ def test_layers_use_reflection_padding_and_instance_norm():
     assert len(convs) == len(pads) == 3 + 10 + 2 + 1
     assert len(norms) == 3 + 10 + 2 and all(n.affine and not n.track_running_stats for n in norms)
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.ZeroPad2d)) for m in net.modules())
+
+
+# ---- many styles: conditional instance normalisation (Dumoulin et al. 2017) ------------------------------------
+
+def mixed_one_style(net: TransformerNet, w) -> TransformerNet:
+    """The second formula: a one-style net whose norms hold sum_s w_s gamma_s and sum_s w_s beta_s (summed by hand)."""
+    single = TransformerNet(upsample=net.upsample, base=net.base, output=net.output, pixel_scale=net.pixel_scale)
+    state = {}
+    for name, value in net.state_dict().items():
+        if name.endswith(".norm.gamma"):
+            state[name[:-len("gamma")] + "weight"] = sum(float(w[s]) * value[s] for s in range(len(w)))
+        elif name.endswith(".norm.beta"):
+            state[name[:-len("beta")] + "bias"] = sum(float(w[s]) * value[s] for s in range(len(w)))
+        else:
+            state[name] = value
+    single.load_state_dict(state)
+    return single.eval()
+
+
+def test_one_style_network_keeps_pytorch_examples_names_and_refuses_a_style():
+    from nstlib.checkpoints import examples_key_map
+
+    net = TransformerNet(num_styles=None)
+    expected = {f"{module}.{p}" for module in examples_key_map().values() for p in ("weight", "bias")}
+    assert set(net.state_dict()) == expected == set(TransformerNet().state_dict())
+    assert "num_styles" not in net.config
+    with pytest.raises(ValueError, match="num_styles=N"):
+        net(torch.rand(1, 3, 16, 16), style=0)
+
+
+def test_multistyle_norms_hold_one_scale_and_shift_row_per_style():
+    net = TransformerNet(base=4, num_styles=3)
+    norms = [m for m in net.modules() if isinstance(m, ConditionalInstanceNorm2d)]
+    assert len(norms) == 3 + 10 + 2
+    assert not any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in net.modules())
+    assert [tuple(n.gamma.shape) for n in norms[:3]] == [(3, 4), (3, 8), (3, 16)]
+    assert all(torch.equal(n.gamma, torch.ones_like(n.gamma)) and not n.beta.any() for n in norms)
+    # the same names as the one-style net, with the norms' weight/bias renamed gamma/beta
+    one = {k.replace("norm.weight", "norm.gamma").replace("norm.bias", "norm.beta") for k in TransformerNet(base=4).state_dict()}
+    assert set(net.state_dict()) == one
+    assert net.config["num_styles"] == 3 and TransformerNet(**net.config).config == net.config
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_styles"):
+            TransformerNet(num_styles=bad)
+
+
+@pytest.mark.parametrize("base", [4, 32])
+@pytest.mark.parametrize("num_styles", [1, 2, 5])
+def test_multistyle_parameter_count_by_hand(base, num_styles):
+    # each extra style adds a scale and a shift per normalised channel:
+    # 2 * (b + 2b + 4b  +  5 * 2 * 4b  +  2b + b) = 2 * 50 b
+    extra = 2 * (base + 2 * base + 4 * base + 5 * 2 * 4 * base + 2 * base + base)
+    assert extra == 100 * base
+    assert count_parameters(TransformerNet(base=base, num_styles=num_styles)) == hand_count(base) + (num_styles - 1) * extra
+
+
+def test_style_index_equals_its_one_hot_vector_and_default_is_style_0():
+    net = make_net(5, base=8, num_styles=3)
+    x = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for s in range(3):
+            one_hot = [1.0 if k == s else 0.0 for k in range(3)]
+            assert torch.equal(net(x, style=s), net(x, style=one_hot))
+            assert torch.equal(net(x, style=s), net(x, style=torch.tensor(one_hot)))
+        assert torch.equal(net(x), net(x, style=0))
+        assert not torch.allclose(net(x, style=0), net(x, style=1))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transpose"])
+def test_blend_equals_a_one_style_net_holding_the_mixed_scales_and_shifts(upsample):
+    net = make_net(6, base=8, num_styles=3, upsample=upsample)
+    x = torch.rand(2, 3, 17, 23, generator=torch.Generator().manual_seed(6))
+    for w in ([0.25, 0.75, 0.0], [0.2, 0.3, 0.5], [1.5, -0.5, 0.0]):
+        with torch.no_grad():
+            got = net(x, style=w)
+            want = reference_forward(mixed_one_style(net, w), x)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_per_image_styles_equal_one_image_at_a_time():
+    net = make_net(7, base=8, num_styles=3)
+    x = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(7))
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.3, 0.7], [0.5, 0.5, 0.0]])
+    with torch.no_grad():
+        batch = net(x, style=weights)
+        alone = torch.cat([net(x[i:i + 1], style=weights[i]) for i in range(3)])
+    torch.testing.assert_close(batch, alone, atol=1e-4, rtol=1e-4)  # float rounding only
+
+
+def test_bad_styles_are_refused_naming_the_fix():
+    net = TransformerNet(base=4, num_styles=2)
+    x = torch.rand(2, 3, 16, 16)
+    for style, match in ((2, r"0 \.\. 1"), (-1, r"0 \.\. 1"), ([1.0, 0.0, 0.0], r"shape \(3,\)"),
+                         (torch.ones(3, 2), r"\[2, 2\] tensor"), ([float("nan"), 1.0], "finite"),
+                         ("style", "index")):
+        with pytest.raises(ValueError, match=match):
+            net(x, style=style)

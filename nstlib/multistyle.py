@@ -1,0 +1,328 @@
+"""Dumoulin, Shlens & Kudlur (2017), "A Learned Representation for Artistic Style": many styles, one network.
+
+``TransformerNet(num_styles=N)`` (:mod:`nstlib.transform_net`) shares every convolution between
+``N`` styles; a style owns only the scale ``gamma_s`` and the shift ``beta_s`` of each instance
+norm (conditional instance normalisation, :class:`~nstlib.transform_net.ConditionalInstanceNorm2d`).
+
+Training (:func:`train_multistyle_net`) is Johnson et al.'s loop (:mod:`nstlib.training`) changed
+in one place: optimiser step ``k`` (1, 2, ...) trains one style ``s_k``::
+
+    s_k = (k - 1) mod N                          style_order="cycle" (round robin)
+    s_k = randint(N) from a generator seeded     style_order="random"
+          with (seed, k)
+
+    loss_k = content_weight * sum_l w_l MSE(F_l(f(x; s_k)), F_l(x))
+           + style_weight   * sum_l w_l ||gram(F_l(f(x; s_k))) - A_l^(s_k)||_F^2  (+ tv_weight * TV)
+
+with ``A_l^(s)`` the Gram targets of style image ``s`` alone and ``f(x; s)`` the network run with
+style ``s``'s norm parameters. Only ``s_k``'s scales and shifts and the shared convolutions get a
+gradient at step ``k`` (Adam's momentum still moves the other styles' rows a little, as for any
+parameter whose gradient is zero for a step). ``s_k`` depends on ``(seed, k)`` alone, so a resumed
+run trains the same styles; everything else (data order, checkpoints, exact resumption, divergence
+checks) is :mod:`nstlib.training`'s own code, and :mod:`nstlib.checkpoints` saves and loads the net.
+
+Inference: ``net(x, style=s)`` for one style, ``net(x, style=[1 - t, t])`` for a blend (the
+scales and shifts are mixed, :func:`blend_strip`). :func:`extract_style` turns one style (or a
+blend) into an ordinary one-style :class:`TransformerNet`.
+
+Cost (:func:`parameter_cost`): an extra style adds ``2 * (sum of normalised channels)``
+parameters: ``2 * 50 base = 3,200`` at ``base = 32`` (3 down + 10 residual + 2 up norms of
+``base + 2 base + 4 base + 10 * 4 base + 2 base + base = 50 base`` channels), 0.19% of the
+1,679,235 of a one-style network, instead of a whole network per style.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from . import training
+from .checkpoints import check_resume, restore_train_state
+from .config import set_seed
+from .fast import stylize_image, stylize_images
+from .images import save_image
+from .perceptual import PerceptualLoss
+from .training import HISTORY_KEYS, TrainResult, train_transform_net
+from .transform_net import TransformerNet, count_parameters, style_weights
+from .validate import positive_int
+
+__all__ = [
+    "MULTISTYLE_HISTORY_KEYS",
+    "STYLE_ORDERS",
+    "blend_strip",
+    "extract_style",
+    "parameter_cost",
+    "style_for_step",
+    "train_multistyle_net",
+]
+
+STYLE_ORDERS = ("cycle", "random")
+"""How :func:`train_multistyle_net` picks the style of each step (:func:`style_for_step`)."""
+
+MULTISTYLE_HISTORY_KEYS = (*HISTORY_KEYS, "style_index")
+"""The loss history of :func:`train_multistyle_net`: train_transform_net's, plus the style of each step."""
+
+TRAINER = "nstlib.train_multistyle_net"
+
+
+def style_for_step(step: int, num_styles: int, order: str = "cycle", seed: int = 0) -> int:
+    """The style trained at optimiser step ``step`` (1, 2, ...): ``(step - 1) mod num_styles`` for
+    ``"cycle"``, or a uniform draw from a generator seeded with ``(seed, step)`` for ``"random"``."""
+    if order == "cycle":
+        return (step - 1) % num_styles
+    generator = torch.Generator().manual_seed((seed * 2_000_003 + step) % 2**63)
+    return int(torch.randint(num_styles, (), generator=generator))
+
+
+# --------------------------------------------------------------------------------------
+# training
+
+
+def train_multistyle_net(styles: Sequence, dataset, *, style_order: str = "cycle", **options) -> TrainResult:
+    """Train one ``TransformerNet(num_styles=len(styles))`` on all ``styles`` at once (Dumoulin et al. 2017).
+
+    ``styles``: a list of style images (anything :func:`~nstlib.load_image` takes); style ``s`` of
+    the network is ``styles[s]``. ``style_order``: ``"cycle"`` (round robin) or ``"random"``
+    (seeded by ``seed`` and the step), see :func:`style_for_step`. Every other keyword argument is
+    :func:`~nstlib.train_transform_net`'s, with the same defaults and meaning (``dataset``,
+    ``steps``/``epochs`` counted over all styles together, loss weights, checkpoints,
+    ``resume``...). ``sample_images`` are stylised in every style: the callback's ``samples``
+    list and each saved grid hold style 0's results first, then style 1's, and so on.
+
+    Returns a :class:`~nstlib.training.TrainResult` whose history has a ``style_index`` column
+    (:data:`MULTISTYLE_HISTORY_KEYS`) and whose settings record ``num_styles`` and ``style_order``
+    (a resumed run must match them, :data:`nstlib.checkpoints.RESUME_MUST_MATCH`).
+    """
+    o = _options(styles, dataset, options)
+    if style_order not in STYLE_ORDERS:
+        raise ValueError(f"style_order={style_order!r} must be one of {STYLE_ORDERS}")
+    started = time.perf_counter()
+    training._check_data_and_loss(o)
+    training._check_run_controls(o)
+    plan = training._set_up(o)  # quick mode's caps, device, data, the style images (one per style)
+    plan.settings.update(num_styles=len(plan.style_images), style_order=style_order, trainer=TRAINER)
+    run = _build(o, plan, training._find_checkpoint(o), style_order)
+    if run.step >= plan.total_steps:
+        if o.progress:
+            print(f"Nothing to train: the checkpoint is at step {run.step} and steps={plan.total_steps}")
+        plan.settings["seconds"] = run.seconds_before
+        return TrainResult(run.net.eval(), run.history, run.last_path, plan.settings)
+    _train(run)
+    plan.settings["seconds"] = run.history["seconds"][-1] if run.history["seconds"] else 0.0
+    plan.settings["total_seconds"] = time.perf_counter() - started
+    return TrainResult(run.net, run.history, run.last_path, plan.settings)
+
+
+def _options(styles, dataset, options: dict) -> training._Options:
+    """train_transform_net's options: its defaults, updated with ``options``; ``style`` = the list of styles."""
+    parameters = inspect.signature(train_transform_net).parameters
+    unknown = sorted(set(options) - set(parameters) | set(options) & {"style", "dataset"})
+    if unknown:
+        raise TypeError(f"train_multistyle_net() got unexpected keyword arguments {unknown}: it takes "
+                        "styles, dataset, style_order and the keyword arguments of train_transform_net")
+    if isinstance(styles, (str, torch.Tensor)) or not isinstance(styles, Sequence) or not styles:
+        raise ValueError("styles must be a non-empty list of style images (paths, sample names or tensors), "
+                         "one per style of the network")
+    values = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    return training._Options(**{**values, **options, "style": list(styles), "dataset": dataset})
+
+
+@dataclass
+class _MultiRun(training._Run):
+    """A training run of :mod:`nstlib.training` plus each style's Gram targets and the style order."""
+
+    grams: list = field(default_factory=list)  # grams[s][layer]: style s's targets
+    style_order: str = "cycle"
+
+
+def _build(o, plan, checkpoint, style_order: str) -> _MultiRun:
+    """As :func:`nstlib.training._build`, with ``TransformerNet(num_styles=N)`` and one set of Gram
+    targets per style (instead of one blended set)."""
+    if checkpoint is None:
+        set_seed(o.seed)
+    net = TransformerNet(upsample=o.upsample, num_styles=len(plan.style_images))
+    loss = PerceptualLoss(o.content_layers, o.style_layers, content_weight=o.content_weight,
+                          style_weight=o.style_weight, tv_weight=o.tv_weight, layer_weights=o.layer_weights,
+                          weights=o.weights)
+    plan.settings["layer_weights"] = loss.layer_weights
+    net.to(plan.device)
+    loss.to(plan.device)
+    if plan.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    grams = []
+    for image in plan.style_images:
+        loss.set_style(image.to(plan.device))
+        grams.append(loss.style_grams)
+    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr)
+    scaler = training._grad_scaler(plan.amp_dtype == torch.float16)
+    run = _MultiRun(o, plan, net, loss, optimizer, scaler, recent=deque(maxlen=o.log_every),
+                    history={key: [] for key in MULTISTYLE_HISTORY_KEYS}, grams=grams, style_order=style_order)
+    if checkpoint is not None:
+        run.last_path, state = checkpoint
+        check_resume(state.get("settings", {}), plan.settings, run.last_path)
+        run.history, run.step = restore_train_state(state, net, optimizer, scaler, MULTISTYLE_HISTORY_KEYS,
+                                                    lr=o.lr)
+        run.history["style_index"] = [int(s) for s in run.history["style_index"]]
+        if o.progress:
+            print(f"Resuming from {run.last_path} (step {run.step} of {plan.total_steps})")
+    run.seconds_before = run.history["seconds"][-1] if run.history["seconds"] else 0.0
+    run.loop_started = time.perf_counter()
+    return run
+
+
+def _train(run: _MultiRun) -> None:
+    """One optimiser step per batch, each with the style of :func:`style_for_step`; ends in eval mode."""
+    o, plan = run.options, run.plan
+    autocast = (torch.autocast(device_type="cuda", dtype=plan.amp_dtype) if plan.amp_dtype is not None
+                else nullcontext())
+    bar = tqdm(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
+    run.net.train()
+    try:
+        for epoch, batch in training._epoch_batches(run):
+            run.step += 1
+            style = style_for_step(run.step, len(run.grams), run.style_order, o.seed)
+            values = _train_step(run, batch.to(plan.device, non_blocking=True), style, autocast)
+            losses = training._record(run, values)
+            bar.update(1)
+            _after_step(run, epoch, losses, bar)
+    finally:
+        bar.close()
+    run.net.eval()
+
+
+def _train_step(run: _MultiRun, x: torch.Tensor, style: int, autocast) -> dict[str, float]:
+    """:func:`nstlib.training._train_step` for style ``style``: its Gram targets, its norm parameters."""
+    run.loss.style_grams = run.grams[style]
+    run.optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        y = run.net(x, style=style)
+        with torch.no_grad():  # the content targets: the VGG features of the input itself
+            features = run.loss.extractor(x)
+        losses = run.loss(y, content_targets={name: features[name] for name in run.options.content_layers})
+    values = {key: float(losses[key].detach()) for key in ("total", "content", "style", "tv")}
+    bad = [key for key in ("content", "style", "tv", "total") if not math.isfinite(values[key])]
+    if bad:
+        raise training._diverged(run, bad, values)
+    run.scaler.scale(losses["total"]).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return {**values, "style_index": style}
+
+
+def _after_step(run: _MultiRun, epoch: int, losses: dict, bar) -> None:
+    """As :func:`nstlib.training._after_step`, with samples in every style."""
+    o, step = run.options, run.step
+    final = step == run.plan.total_steps
+    samples = None
+    if run.plan.samples_in is not None and (step % o.sample_every == 0 or final):
+        samples = _make_samples(run)
+    if step % o.checkpoint_every == 0 or final:
+        training._save_checkpoint(run)
+    if step % o.log_every == 0 or final:
+        means = [sum(column) / len(run.recent) for column in zip(*run.recent)]
+        bar.set_postfix(epoch=epoch, total=f"{means[0]:.4g}", content=f"{means[1]:.4g}",
+                        style=f"{means[2]:.4g}", refresh=False)
+        if o.callback is not None:
+            o.callback(step, losses, samples)
+
+
+def _make_samples(run: _MultiRun) -> list[torch.Tensor]:
+    """The sample images in every style (style-major); with ``checkpoint_dir`` saved as one grid per
+    style, stacked: ``samples/step_XXXXXX.png``."""
+    inputs, outputs, grids = run.plan.samples_in, [], []
+    for style in range(len(run.grams)):
+        stylised = stylize_images(run.net, inputs, batch_size=run.options.batch_size, style=style)
+        outputs.extend(stylised)
+        grids.append(training._sample_grid(inputs, stylised))
+    if run.options.checkpoint_dir is not None:
+        save_image(torch.cat(grids, dim=-2), run.options.checkpoint_dir / training.SAMPLES / f"step_{run.step:06d}.png")
+    return outputs
+
+
+# --------------------------------------------------------------------------------------
+# using a multi-style network
+
+
+def _num_styles(net) -> int:
+    if not isinstance(net, TransformerNet) or net.num_styles is None:
+        raise ValueError("net must be a multi-style TransformerNet(num_styles=N) (train_multistyle_net makes one)")
+    return net.num_styles
+
+
+def blend_strip(net: TransformerNet, image: torch.Tensor, a: int, b: int, n: int = 5, **options) -> list[torch.Tensor]:
+    """Stylise ``image`` with blends of styles ``a`` and ``b``: ``n`` images, weights ``(1 - t, t)``
+    on ``(a, b)`` for ``t = 0, 1/(n-1), ..., 1`` (style ``a`` first, style ``b`` last).
+
+    Each is :func:`nstlib.stylize_image` ``(net, image, style=w)`` with ``w_a = 1 - t``, ``w_b = t``,
+    all other weights 0 (``options``: its other arguments); ``[1, 3, H, W]`` CPU tensors in [0, 1].
+    """
+    count = _num_styles(net)
+    for name, value in (("a", a), ("b", b)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
+            raise ValueError(f"{name}={value!r} must be a style index of this network, 0 .. {count - 1}")
+    n = positive_int(n, "n")
+    if n < 2:
+        raise ValueError(f"n={n} must be at least 2 (style a and style b)")
+    strip = []
+    for i in range(n):
+        t = i / (n - 1)
+        weights = torch.zeros(count)
+        weights[a] += 1 - t
+        weights[b] += t
+        strip.append(stylize_image(net, image, style=weights, **options))
+    return strip
+
+
+def extract_style(net: TransformerNet, style) -> TransformerNet:
+    """An ordinary one-style :class:`TransformerNet` computing ``net(x, style=style)``.
+
+    It shares no memory with ``net``: the convolutions are copied, and each instance norm holds the
+    mixed scale and shift ``w @ gamma``, ``w @ beta`` (``style``: an index or a weight vector).
+    """
+    count = _num_styles(net)
+    weights = style_weights(style, count, 1)
+    if not isinstance(weights, torch.Tensor):
+        weights = torch.nn.functional.one_hot(torch.tensor(weights), count).float()
+    if weights.dim() != 1:
+        raise ValueError("style must be an index or one weight vector, not one per image")
+    config = {key: value for key, value in net.config.items() if key != "num_styles"}
+    single = TransformerNet(**config).to(weights.device)
+    state = {}
+    for key, value in net.state_dict().items():
+        if key.endswith(".norm.gamma"):
+            state[key.removesuffix("gamma") + "weight"] = weights.to(value) @ value
+        elif key.endswith(".norm.beta"):
+            state[key.removesuffix("beta") + "bias"] = weights.to(value) @ value
+        else:
+            state[key] = value.clone()
+    single.load_state_dict(state)
+    single.metadata = {**net.metadata, "extracted_style": weights.tolist()}
+    return single.train(net.training)
+
+
+def parameter_cost(num_styles: int, base: int = 32) -> dict[str, float]:
+    """Parameters of one network for ``num_styles`` styles against one network per style.
+
+    Counted on networks built on the ``meta`` device (no memory): ``single_style`` (1,679,235 at
+    ``base=32``), ``per_style`` (what each style adds: ``2 * 50 base``), ``shared`` (the
+    convolutions: ``single_style - per_style``), ``multi_style = shared + num_styles * per_style``,
+    ``separate_networks = num_styles * single_style``, ``per_style_fraction = per_style / single_style``
+    and ``saving = 1 - multi_style / separate_networks``.
+    """
+    num_styles = positive_int(num_styles, "num_styles")
+    with torch.device("meta"):
+        single = count_parameters(TransformerNet(base=base))
+        one, two = (count_parameters(TransformerNet(base=base, num_styles=n)) for n in (1, 2))
+        multi = count_parameters(TransformerNet(base=base, num_styles=num_styles))
+    per_style = two - one
+    return {"num_styles": num_styles, "single_style": single, "per_style": per_style, "shared": one - per_style,
+            "multi_style": multi, "separate_networks": num_styles * single,
+            "per_style_fraction": per_style / single, "saving": 1 - multi / (num_styles * single)}
