@@ -2,9 +2,9 @@
 
 ::
 
-    nstlib stylize CONTENT STYLE [STYLE ...] -o OUT.jpg [options]   Gatys et al.: optimise the pixels
-    nstlib stylize CONTENT --model MODEL -o OUT.jpg                  Johnson et al.: one forward pass
-    nstlib train STYLE --data DIR --steps N -o MODEL.pth [options]   train a fast style network
+    nstlib stylize CONTENT STYLE [STYLE ...] [-o OUT.jpg] [options] Gatys et al.: optimise the pixels
+    nstlib stylize CONTENT --model MODEL [-o OUT.jpg]                Johnson et al.: one forward pass
+    nstlib train STYLE --data DIR --steps N [-o MODEL.pth] [options] train a fast style network
     nstlib download NAME [NAME ...]                                  samples, models, weights, datasets
     nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.course.batch)
     nstlib book build|refresh                                        the course book (nstlib.course.book)
@@ -29,7 +29,18 @@ Anything else is a bug and shows its traceback.
 Outputs (``-o``) are checked before any work starts: an existing file is an error unless
 ``--force`` is given, the folder must exist or be creatable and accept a file (a temporary file
 is created and removed there), and the extension must be one that is written (an image format
-for ``stylize``, ``.pth`` or ``.pt`` for ``train``). Every file is written atomically.
+for ``stylize``, ``.pth`` or ``.pt`` for ``train``). Every file is written atomically. Without
+``-o``, or with ``-o FOLDER`` (an existing folder, ``.``, or a path ending in ``/``), the output
+gets a default name (:func:`default_output_name`: ``CONTENT_STYLE.jpg``, ``CONTENT_MODEL.jpg``,
+``STYLE.pth``) in the current folder or in FOLDER.
+
+Watching a run: ``stylize --save-every N`` also writes the image every N steps
+(:func:`step_path`: ``out_0050.jpg`` beside ``out.jpg``, checked like ``-o``), ``stylize
+--print-every N`` and ``train --log-every N`` print ``step N: total ..., content ..., style ...,
+tv ...`` (6 significant digits of the values in the run's history; ``train`` adds ``lr``).
+
+Starting is quick: building the parser imports no torch (nor numpy, PIL, matplotlib); each
+subcommand imports what it needs when it runs, and ``import nstlib`` itself is lazy.
 """
 
 from __future__ import annotations
@@ -41,10 +52,14 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from .layers import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS  # names only: no torch
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "DOWNLOAD_GROUPS", "MAX_SIZE", "MODEL_SUFFIXES", "OutOfMemory",
            "UsageError", "build_parser", "main"]
@@ -69,6 +84,18 @@ gradient, so a Gatys run at 4096 px needs tens of GB."""
 
 MODEL_SUFFIXES = (".pth", ".pt")
 """The extensions ``nstlib train -o`` accepts (a PyTorch file, as ``nstlib stylize --model`` expects)."""
+
+DEFAULT_IMAGE_SUFFIX = ".jpg"
+"""The extension of ``nstlib stylize``'s default output name."""
+
+LAYER_NAMES_HELP = ("Both namings are accepted: Gatys' conv4_2, relu4_2 and the PyTorch tutorial's conv_10, "
+                    "relu_10")
+"""What the ``--content-layers`` and ``--style-layers`` help of every command says about layer names."""
+
+TRAIN_CONTENT, TRAIN_STYLE = ("relu4_2",), ("relu1_2", "relu2_2", "relu3_4", "relu4_2", "relu5_4")
+"""``nstlib train``'s default layers, shown in its help: ``nstlib.training.DEFAULT_CONTENT_LAYERS`` and
+``DEFAULT_STYLE_LAYERS``, written out because importing :mod:`nstlib.training` imports torch (a test
+checks that they agree). ``nstlib stylize``'s defaults come from :mod:`nstlib.layers`, which is light."""
 
 
 class UsageError(ValueError):
@@ -172,12 +199,43 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, wrapped at spaces only: ``coco-train2014`` or ``--style-weight`` stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``description`` may be a function, called when the help is shown, and
+    whose help is wrapped by :class:`_Formatter` (its subcommands' parsers are of this class too).
+
+    ``nstlib download``'s description lists the sample names, read by a module that imports torch:
+    building the parser stays free of it, so ``nstlib --help`` starts in a fraction of a second.
+    """
+
+    def __init__(self, *args, formatter_class=_Formatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def format_help(self) -> str:
+        if callable(self.description):
+            self.description = self.description()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nstlib`` argument parser with its subcommands (see the module docstring)."""
+    """The ``nstlib`` argument parser with its subcommands (see the module docstring).
+
+    Building it imports nothing heavy (no torch): each subcommand imports what it needs when it runs.
+    """
     from . import __version__
 
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nstlib", description="Neural style transfer from the command line (the course's nstlib package).",
         epilog="Exit codes: 0 ok, 2 bad input or usage, 1 runtime failure. NSTLIB_QUICK=1 runs everything "
                "at smoke-test scale, offline. Run 'nstlib COMMAND --help' for a command's options.")
@@ -204,9 +262,11 @@ def _add_stylize(commands, common) -> None:
     p.add_argument("content", metavar="CONTENT", help="content image: path, URL or sample name")
     p.add_argument("styles", metavar="STYLE", nargs="*", help="style image(s); several are blended "
                    "(see --style-blend). Not with --model")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
-                   help="output image (.jpg .png .webp .bmp .tif); an existing file needs --force")
-    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("-o", "--output", metavar="OUT", help="output image (.jpg .png .webp .bmp .tif), or a folder "
+                   "(existing, or ending in /) for the default name in it: CONTENT_STYLE.jpg (CONTENT_MODEL.jpg "
+                   "with --model; file stems, sample names). Default: that name in the current folder. An "
+                   "existing file needs --force")
+    p.add_argument("--force", action="store_true", help="overwrite OUT (and --save-every's images) if they exist")
     p.add_argument("--model", metavar="MODEL", help="fast path: a checkpoint file (.pth from 'nstlib train' or "
                    "pytorch/examples) or a pretrained style: candy, mosaic, rain_princess, udnie")
     p.add_argument("--size", type=pixel_size, help=f"long side of the output in pixels (default {DEFAULT_SIZE}, "
@@ -222,9 +282,11 @@ def _add_stylize(commands, common) -> None:
     g.add_argument("--layers", choices=("gatys", "seed"), help="layer preset: gatys (conv4_2; conv1_1..conv5_1, "
                    "the default) or seed (the slides' conv_4; conv_1..conv_5)")
     g.add_argument("--content-layers", type=name_list, metavar="LIST",
-                   help="content layers, comma-separated (conv4_2 or conv_10 naming); overrides --layers")
+                   help=f"content layers, comma-separated; overrides --layers. {LAYER_NAMES_HELP} "
+                        f"(default: the --layers preset; gatys: {','.join(GATYS_CONTENT_LAYERS)})")
     g.add_argument("--style-layers", type=name_list, metavar="LIST",
-                   help="style layers, comma-separated; overrides --layers")
+                   help=f"style layers, comma-separated; overrides --layers. {LAYER_NAMES_HELP} "
+                        f"(default: the --layers preset; gatys: {','.join(GATYS_STYLE_LAYERS)})")
     g.add_argument("--optimizer", choices=("lbfgs", "adam"), help="optimiser (default lbfgs)")
     g.add_argument("--lr", type=positive_float, help="learning rate (default 1 for lbfgs, 0.02 for adam)")
     g.add_argument("--init", metavar="INIT", help="start image: content (default), noise, or an image")
@@ -240,6 +302,10 @@ def _add_stylize(commands, common) -> None:
     g.add_argument("--pooling", choices=("max", "avg"), help="VGG19 pooling (default max)")
     g.add_argument("--no-rescale-loss", action="store_true", help="minimise the raw weighted loss (default: the loss "
                    "divided by its first value, so tiny losses do not stall the optimiser)")
+    g.add_argument("--save-every", type=positive_int, metavar="N", help="also save the image every N steps, as "
+                   "OUT's name with _STEP added (out_0050.jpg; steps count across --scales)")
+    g.add_argument("--print-every", type=positive_int, metavar="N",
+                   help="print the step and its losses every N steps (total, content, style, tv: the raw values)")
     p.set_defaults(run=cmd_stylize)
 
 
@@ -258,8 +324,9 @@ def _add_train(commands, common) -> None:
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=positive_int, help="optimiser steps")
     length.add_argument("--epochs", type=positive_int, help="passes over the data")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL.pth",
-                   help="where to write the trained model (.pth or .pt); an existing file needs --force")
+    p.add_argument("-o", "--output", metavar="MODEL.pth", help="where to write the trained model (.pth or .pt), "
+                   "or a folder (existing, or ending in /) for the default name in it: STYLE.pth (the style's file "
+                   "stem or sample name). Default: that name in the current folder. An existing file needs --force")
     p.add_argument("--force", action="store_true", help="overwrite MODEL.pth if it exists")
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per step (default 4)")
     p.add_argument("--image-size", type=positive_int, default=256, help="side of the square crops (default 256)")
@@ -267,9 +334,10 @@ def _add_train(commands, common) -> None:
     p.add_argument("--content-weight", type=weight, default=1e5, help="content loss weight (default 1e5)")
     p.add_argument("--style-weight", type=weight, default=1e10, help="style loss weight (default 1e10)")
     p.add_argument("--tv-weight", type=weight, default=0.0, help="total variation weight (default 0)")
-    p.add_argument("--content-layers", type=name_list, metavar="LIST", help="content layers (default relu4_2)")
-    p.add_argument("--style-layers", type=name_list, metavar="LIST",
-                   help="style layers (default relu1_2,relu2_2,relu3_4,relu4_2,relu5_4)")
+    p.add_argument("--content-layers", type=name_list, metavar="LIST", help="content layers, comma-separated. "
+                   f"{LAYER_NAMES_HELP} (default {','.join(TRAIN_CONTENT)})")
+    p.add_argument("--style-layers", type=name_list, metavar="LIST", help="style layers, comma-separated. "
+                   f"{LAYER_NAMES_HELP} (default {','.join(TRAIN_STYLE)})")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate (default 1e-3)")
     p.add_argument("--upsample", choices=("nearest", "transpose"), default="nearest",
                    help="up-sampling of the network (default nearest)")
@@ -283,6 +351,8 @@ def _add_train(commands, common) -> None:
     p.add_argument("--sample", action="append", metavar="IMAGE", dest="samples",
                    help="an image to stylise into DIR/samples/ as training goes (repeatable)")
     p.add_argument("--sample-every", type=positive_int, default=500, help="steps between samples (default 500)")
+    p.add_argument("--log-every", type=positive_int, metavar="N",
+                   help="print the step and its losses every N steps (total, content, style, tv, lr)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
@@ -291,16 +361,21 @@ def _add_train(commands, common) -> None:
     p.set_defaults(run=cmd_train)
 
 
-def _add_download(commands, common) -> None:
+def _download_description() -> str:
+    """``nstlib download``'s description, with the sample names (read when its help is shown)."""
     from .data.samples import sample_names
 
+    return ("Fetch what the course needs into the cache (NSTLIB_CACHE) and print where it went. "
+            f"NAME: a sample image ({', '.join(sample_names())}), samples (all of them), "
+            "pretrained (the four fast models: candy, mosaic, rain_princess, udnie), vgg19 (ImageNet "
+            "weights, into torch hub's cache), labelme (crawl; --n), coco-val2017 (815 MB), "
+            "coco-train2014 (13.5 GB), labelme-12-50k. Quick mode (NSTLIB_QUICK=1) never downloads.")
+
+
+def _add_download(commands, common) -> None:
     p = commands.add_parser(
         "download", parents=[common], help="fetch sample images, models, VGG19 weights or datasets",
-        description="Fetch what the course needs into the cache (NSTLIB_CACHE) and print where it went. "
-                    f"NAME: a sample image ({', '.join(sample_names())}), samples (all of them), "
-                    "pretrained (the four fast models: candy, mosaic, rain_princess, udnie), vgg19 (ImageNet "
-                    "weights, into torch hub's cache), labelme (crawl; --n), coco-val2017 (815 MB), "
-                    "coco-train2014 (13.5 GB), labelme-12-50k. Quick mode (NSTLIB_QUICK=1) never downloads.")
+        description=_download_description)
     p.add_argument("names", metavar="NAME", nargs="+", help="what to fetch (see above)")
     p.add_argument("--n", type=positive_int, metavar="N", help="labelme: how many images (default 20000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -316,6 +391,9 @@ def _add_batch(commands, common) -> None:
     p.add_argument("--workers", type=positive_int, default=1, help="runs executed in parallel (default 1)")
     p.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the grid file's 'output')")
     p.add_argument("--force", action="store_true", help="re-run runs that are already complete")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run each notebook as a task on a Dask cluster: "
+                   "local:N starts N local workers; tcp://HOST:8786 or a scheduler file (.json) joins a running "
+                   "one (needs pip install \"nstlib[cluster]\"; default: the local process pool)")
     p.set_defaults(run=cmd_batch)
 
 
@@ -347,15 +425,40 @@ def _add_info(commands, common) -> None:
 # helpers
 
 
-def _output_path(path: Path, force: bool, suffixes: tuple[str, ...]) -> Path:
-    """Check ``-o`` before any work: the extension, not a folder, not an existing file without --force,
-    and a folder that exists or can be made and accepts a new file (:func:`_check_writable`)."""
-    path = path.expanduser()
+def _name_part(source: str) -> str:
+    """The part of a default output name that stands for ``source``: a file's or URL's stem, a sample or
+    model name; characters other than letters, digits, ``.+-_`` become ``_``."""
+    stem = PurePosixPath(unquote(urlsplit(source).path)).stem if "://" in source else Path(source).stem
+    return re.sub(r"[^\w.+-]+", "_", stem).strip("._") or "image"
+
+
+def default_output_name(args: argparse.Namespace) -> str:
+    """The file name ``-o`` defaults to: ``CONTENT_STYLE.jpg`` (styles joined by ``+``; with ``--model``,
+    ``CONTENT_MODEL.jpg``) for ``stylize``, ``STYLE.pth`` for ``train``."""
+    if args.command == "train":
+        return "+".join(_name_part(style) for style in args.styles) + MODEL_SUFFIXES[0]
+    second = [args.model] if args.model is not None else args.styles
+    return "_".join([_name_part(args.content), "+".join(_name_part(s) for s in second)]) + DEFAULT_IMAGE_SUFFIX
+
+
+def _output_path(given: str | os.PathLike | None, default_name: str, force: bool, suffixes: tuple[str, ...]) -> Path:
+    """The file ``-o`` names, checked before any work: ``default_name`` in the current folder when ``-o``
+    is not given, or inside ``given`` when that is a folder (an existing one, ``.``, or a path ending in
+    ``/``); then the extension, not a folder, not an existing file without --force, and a folder that
+    exists or can be made and accepts a new file (:func:`_check_writable`)."""
+    if given is None:
+        path = Path(default_name)
+    else:
+        text = os.fspath(given)
+        path = Path(text).expanduser()
+        if text.endswith(("/", os.sep)) or path.name in ("", ".", "..") or path.is_dir():
+            path = path / default_name
+    if path.is_dir():
+        raise UsageError(f"-o {path} is a folder (the default name {default_name} in it): name the file to write")
     if path.suffix.lower() not in suffixes:
         raise UsageError(f"-o {path}: the extension {path.suffix or '(none)'!r} is not one of "
-                         f"{' '.join(suffixes)}; name the output e.g. {path.with_suffix(suffixes[0]).name}")
-    if path.is_dir():
-        raise UsageError(f"-o {path} is a folder: name the file to write inside it")
+                         f"{' '.join(suffixes)}; name the output e.g. {path.with_suffix(suffixes[0]).name}, or "
+                         f"give a folder (an existing one, or a path ending in /) to write {default_name} in it")
     if path.exists() and not force:
         raise UsageError(f"-o {path} already exists: pass --force to overwrite it, or choose another name")
     _check_writable(path)
@@ -415,31 +518,40 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def _is_a(error: BaseException, module: str, name: str) -> bool:
+    """``isinstance(error, <module>.<name>)`` without importing ``module`` (nstlib's ``vgg``, or ``torch.cuda``):
+    an error cannot be of a class whose module was never imported, and a usage error is reported at once."""
+    loaded = sys.modules.get(module if module.startswith("torch") else f"{__package__}.{module}")
+    return loaded is not None and isinstance(error, getattr(loaded, name))
+
+
 def _exit_code(error: BaseException) -> int | None:
     """2 for bad input, 1 for an expected runtime failure, None for anything else (a bug)."""
-    from .data.download import DownloadError
-    from .data.labelme import CrawlError
-    from .vgg import WeightsError
-
     if isinstance(error, OutOfMemory):
         return EXIT_FAILURE
-    if isinstance(error, DownloadError):  # an OSError, but the network's fault, not the input's
+    if _is_a(error, "data.download", "DownloadError"):  # an OSError, but the network's fault, not the input's
         return EXIT_FAILURE
     if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
         return EXIT_USAGE
-    if isinstance(error, (WeightsError, CrawlError, FloatingPointError, OSError)):
-        return EXIT_FAILURE
-    import torch
-
-    if isinstance(error, torch.cuda.OutOfMemoryError):
+    if isinstance(error, (FloatingPointError, OSError)) or _is_a(error, "vgg", "WeightsError") or \
+            _is_a(error, "data.labelme", "CrawlError") or _is_a(error, "torch.cuda", "OutOfMemoryError"):
         return EXIT_FAILURE
     return None
+
+
+CLI_SPELLINGS = {"pass weights=None": "pass --weights random (nstlib stylize, nstlib train)"}
+"""How the library's advice reads on the command line: the VGG19 weights error says ``weights=None``,
+the option of ``nstlib stylize`` and ``nstlib train`` is ``--weights random``."""
 
 
 def _report(error: BaseException, debug: bool, prefix: str = "") -> None:
     if debug:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    print(f"nstlib: error: {prefix}{_one_line(error)}", file=sys.stderr, flush=True)
+    text = _one_line(error)
+    if _is_a(error, "vgg", "WeightsError"):
+        for library, command_line in CLI_SPELLINGS.items():
+            text = text.replace(library, command_line)
+    print(f"nstlib: error: {prefix}{text}", file=sys.stderr, flush=True)
 
 
 def _size_text(image) -> str:
@@ -451,7 +563,7 @@ def _size_text(image) -> str:
 
 _GATYS_ONLY = ("steps", "content_weight", "style_weight", "tv_weight", "layers", "content_layers", "style_layers",
                "optimizer", "lr", "init", "preserve_color", "scales", "style_size", "style_blend", "seed",
-               "weights", "pooling", "no_rescale_loss")
+               "weights", "pooling", "no_rescale_loss", "save_every", "print_every")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -459,11 +571,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .images import SAVE_FORMATS
 
     started = time.perf_counter()
-    out = _output_path(args.output, args.force, tuple(SAVE_FORMATS))
+    if args.model is None and not args.styles:
+        raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
+    out = _output_path(args.output, default_output_name(args), args.force, tuple(SAVE_FORMATS))
     if args.model is not None:
         return _stylize_fast(args, out, started)
-    if not args.styles:
-        raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
     return _stylize_gatys(args, out, started)
 
 
@@ -496,12 +608,62 @@ def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
     return EXIT_OK
 
 
+def step_path(out: Path, step: int) -> Path:
+    """Where ``stylize --save-every`` writes the image of ``step``: ``out_0050.jpg`` beside ``out.jpg``."""
+    return out.with_name(f"{out.stem}_{step:04d}{out.suffix}")
+
+
+def _planned_steps(args: argparse.Namespace) -> int:
+    """The steps ``stylize`` will run (every stage of --scales; quick mode's cap applied)."""
+    from .config import cap_steps
+
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS
+    if isinstance(steps, list):
+        return sum(cap_steps(n) for n in steps)
+    return cap_steps(steps) * (len(args.scales) if args.scales else 1)
+
+
+def _print_losses(step: int, losses: dict[str, float], keys: tuple[str, ...], seconds: float) -> None:
+    """One line of ``--print-every`` / ``--log-every``: ``step 50: total 1.2e+05, content 3.4, ... (2.1 s)``
+    (6 significant digits; written above a progress bar, if there is one)."""
+    from tqdm import tqdm
+
+    values = ", ".join(f"{key} {losses[key]:.6g}" for key in keys)
+    tqdm.write(f"step {step}: {values} ({seconds:.1f} s)", file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _gatys_monitor(args: argparse.Namespace, out: Path, started: float):
+    """``(callback, callback_every)`` for ``stylize --save-every N`` (each image written atomically, the
+    files checked first: none may exist without --force) and ``--print-every N``; ``(None, 10)`` without."""
+    intervals = [n for n in (args.save_every, args.print_every) if n]
+    if not intervals:
+        return None, 10
+    from .images import save_image
+
+    if args.save_every:
+        existing = [path for step in range(args.save_every, _planned_steps(args) + 1, args.save_every)
+                    if (path := step_path(out, step)).exists()]
+        if existing and not args.force:
+            raise UsageError(f"--save-every {args.save_every}: {existing[0]} already exists: pass --force to "
+                             "overwrite it, or choose another -o")
+
+    def callback(step: int, image, losses: dict[str, float]) -> None:
+        if args.save_every and step % args.save_every == 0:
+            save_image(image, step_path(out, step))
+        if args.print_every and step % args.print_every == 0:
+            _print_losses(step, losses, ("total", "content", "style", "tv"), time.perf_counter() - started)
+
+    return callback, math.gcd(*intervals)
+
+
 def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
     from .images import load_image
     from .layers import LAYER_PRESETS, resolve_layers
     from .gatys import stylize
     from .config import get_device
 
+    callback, callback_every = _gatys_monitor(args, out, started)
     preset = LAYER_PRESETS[args.layers or "gatys"]
     content_layers = resolve_layers(args.content_layers or preset["content_layers"], "--content-layers")
     style_layers = resolve_layers(args.style_layers or preset["style_layers"], "--style-layers")
@@ -526,6 +688,7 @@ def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
             scales=args.scales, style_blend_weights=args.style_blend, preserve_color=args.preserve_color,
             seed=args.seed or 0, device=device, weights=None if args.weights == "random" else "imagenet",
             pooling=args.pooling or "max", progress=not args.quiet, rescale_loss=not args.no_rescale_loss,
+            callback=callback, callback_every=callback_every,
         )
     result.save(out)
     steps = len(result.history["total"])
@@ -539,13 +702,25 @@ def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
 # train
 
 
+def _train_monitor(every: int | None):
+    """The callback of ``train --log-every N`` (a line every N steps), or None."""
+    if every is None:
+        return None
+
+    def callback(step: int, losses: dict[str, float], samples) -> None:
+        if step % every == 0:
+            _print_losses(step, losses, ("total", "content", "style", "tv", "lr"), losses["seconds"])
+
+    return callback
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``nstlib train``: :func:`~nstlib.train_transform_net`, then the model to ``-o`` (save_transform_net)."""
     from .data.datasets import open_dataset
     from .training import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, train_transform_net
 
     started = time.perf_counter()
-    out = _output_path(args.output, args.force, MODEL_SUFFIXES)
+    out = _output_path(args.output, default_output_name(args), args.force, MODEL_SUFFIXES)
     if args.resume and args.checkpoint_dir is None:
         raise UsageError("--resume needs --checkpoint-dir DIR (the folder the checkpoints were written to)")
     if args.samples and args.checkpoint_dir is None:
@@ -565,6 +740,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints, sample_every=args.sample_every, sample_images=args.samples,
             resume=args.resume, seed=args.seed, num_workers=args.num_workers, progress=not args.quiet,
+            log_every=args.log_every or 10, callback=_train_monitor(args.log_every),
         )
     result.save(out)
     losses = result.final_losses()
@@ -579,11 +755,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 # download
 
 
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
+"""The file name of ``torchvision.models.VGG19_Weights.IMAGENET1K_V1`` in torch hub's cache, written out:
+importing torchvision.models takes seconds, ``nstlib info`` only needs the name (a test compares)."""
+
+
 def _vgg19_file() -> Path:
     import torch
-    from torchvision.models import VGG19_Weights
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
 
 def _pretrained_files() -> list[Path]:
@@ -681,10 +861,16 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """``nstlib batch``: runs the grid file(s) with :func:`nstlib.course.batch.run_arguments`."""
+    """``nstlib batch``: runs the grid file(s) with :func:`nstlib.course.batch.run_arguments`; a Dask
+    cluster that cannot be used (``--scheduler``: Dask missing, no scheduler there) is exit code 1."""
     from .course.batch import run_arguments
+    from .course.cluster import ClusterError
 
-    return run_arguments(args)
+    try:
+        return run_arguments(args)
+    except ClusterError as error:
+        _report(error, bool(getattr(args, "debug", False)))
+        return EXIT_FAILURE
 
 
 def cmd_book(args: argparse.Namespace) -> int:

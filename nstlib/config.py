@@ -6,7 +6,8 @@ after import (by a test or a notebook cell) takes effect at once:
 =====================  ==========================================================
 ``NSTLIB_QUICK``       ``1`` turns on quick mode (below).
 ``NSTLIB_CACHE``       folder for downloads; default ``$XDG_CACHE_HOME/nstlib``
-                       or ``~/.cache/nstlib``.
+                       or ``~/.cache/nstlib`` (macOS: ``~/Library/Caches/nstlib``,
+                       Windows: ``%LOCALAPPDATA%\\nstlib\\Cache``; :func:`cache_dir`).
 ``NSTLIB_MIRROR``      a local folder or a base URL holding copies of the sample
                        images under their manifest paths (``style/wave.jpg``);
                        used instead of the pinned URLs, with the same checks.
@@ -25,8 +26,11 @@ after import (by a test or a notebook cell) takes effect at once:
   find in the cache or the mirror (quick mode never touches the network).
 
 The first time quick mode changes anything it prints one banner (:func:`announce`), so
-nothing made in quick mode can be mistaken for a real result. Quick mode lives here and at
-those entry points, not in notebook cells: notebooks call nstlib as a student would.
+nothing made in quick mode can be mistaken for a real result. It states the rule for images,
+datasets and models (a cached copy is used where there is one, a synthetic stand-in otherwise);
+:func:`nstlib.data.samples.availability_note` says which sample images this machine has.
+Quick mode lives here and at those entry points, not in notebook cells: notebooks call nstlib
+as a student would.
 """
 
 from __future__ import annotations
@@ -64,12 +68,22 @@ def quick_mode() -> bool:
 
 
 def cache_dir() -> Path:
-    """The download cache folder (not created here)."""
+    """The download cache folder (not created here).
+
+    ``NSTLIB_CACHE`` when set; else ``$XDG_CACHE_HOME/nstlib`` when ``XDG_CACHE_HOME`` is set; else
+    the platform's user cache folder: ``~/.cache/nstlib`` on Linux (and other Unix systems), and on
+    macOS and Windows what :func:`platformdirs.user_cache_dir` says (``~/Library/Caches/nstlib``,
+    ``%LOCALAPPDATA%\\nstlib\\Cache``).
+    """
     explicit = os.environ.get(ENV_CACHE)
     if explicit:
         return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "nstlib"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if not xdg and sys.platform in ("darwin", "win32"):
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("nstlib", appauthor=False))
+    return Path(xdg or Path.home() / ".cache").expanduser() / "nstlib"
 
 
 def mirror() -> str | None:
@@ -95,7 +109,8 @@ BANNER = f"""\
 QUICK MODE (NSTLIB_QUICK=1): a smoke test, NOT a real result.
   images <= {MAX_SIZE} px, at most {MAX_STEPS} optimisation/training steps,
   seeded RANDOM VGG19 weights instead of ImageNet weights,
-  synthetic stand-ins for images and datasets that are not cached.
+  images, datasets and models: the cached (or NSTLIB_MIRROR) copy where there
+  is one, otherwise a synthetic stand-in (quick mode never downloads).
 Unset NSTLIB_QUICK (and have internet access) for the real course.
 {'=' * 78}"""
 
@@ -181,3 +196,97 @@ def set_seed(seed: int) -> int:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return seed
+
+
+# ---- progress bars ---------------------------------------------------------
+
+HEADLESS_MININTERVAL = 10.0
+"""Seconds between redraws of a progress bar in a notebook run without a front end (nbval, papermill, the book)."""
+
+
+def live_frontend() -> bool:
+    """True when the code runs in a Jupyter kernel and the current cell came from a live front end.
+
+    The test is ``get_ipython().kernel._allow_stdin``: ipykernel sets it for each cell from the
+    request's ``allow_stdin`` flag, which interactive front ends (JupyterLab, Notebook, VS Code,
+    Colab) send as true and headless runners (nbval, nbclient, papermill, Jupyter Book) as false.
+    False without IPython, without a kernel (plain Python, terminal IPython) or without ipywidgets.
+    """
+    try:
+        from IPython import get_ipython
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(kernel is not None and getattr(kernel, "_allow_stdin", False))
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm progress bar (same arguments as ``tqdm.tqdm``) that leaves no widget in a saved notebook.
+
+    * In a live front end (:func:`live_frontend`) it is tqdm's notebook widget while it runs;
+      :meth:`close` then replaces the widget's output in place (``display_id``) by plain text: the
+      final bar line, or nothing when ``leave=False`` and it finished. A widget output saved in a
+      notebook says "model not found" once the kernel is gone; this text does not.
+    * In a kernel without a front end (nbval, papermill, nbclient, the course book) it is a text bar
+      on stderr redrawn at most every :data:`HEADLESS_MININTERVAL` seconds, and a ``leave=False`` bar
+      is not shown at all (it would vanish when done, and nobody watches it).
+    * Elsewhere (scripts, the command line, terminal IPython) it is ``tqdm.tqdm``'s text bar.
+    """
+    from tqdm.std import tqdm as text_bar
+
+    if _in_kernel():
+        if live_frontend():
+            try:
+                return _widget_bar_class()(iterable, **kwargs)
+            except ImportError:  # ipywidgets without a progress widget: text below
+                pass
+        else:
+            kwargs = {"mininterval": HEADLESS_MININTERVAL, **kwargs}
+            if not kwargs.get("leave", True):
+                kwargs["disable"] = True
+    return text_bar(iterable, **kwargs)
+
+
+_WIDGET_BAR = None
+
+
+def _widget_bar_class():
+    """tqdm's notebook bar, shown with a display id so that closing it leaves text, not a widget."""
+    global _WIDGET_BAR
+    if _WIDGET_BAR is not None:
+        return _WIDGET_BAR
+    from tqdm.notebook import tqdm as notebook_bar
+
+    class WidgetBar(notebook_bar):
+        def __init__(self, *args, **kwargs):
+            kwargs["display"] = False  # displayed below, with a display id
+            super().__init__(*args, **kwargs)
+            self._handle = None
+            if not self.disable:
+                from IPython.display import display
+
+                self._handle = display(self.container, display_id=True)
+                self.displayed = True
+
+        def close(self):
+            if self.disable:  # closed already, or never shown
+                return
+            super().close()
+            failed = bool(self.total and self.n < self.total)  # tqdm's own test (it turns the bar red)
+            text = str(self) if self.leave or failed else ""
+            if self._handle is not None:
+                self._handle.update({"text/plain": text}, raw=True)
+            for widget in (*self.container.children, self.container):
+                widget.close()
+
+    _WIDGET_BAR = WidgetBar
+    return WidgetBar

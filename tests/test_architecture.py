@@ -1,7 +1,8 @@
 """The package's shape, read from its source with :mod:`ast` (nothing is imported or run).
 
 * the import graph of ``nstlib`` has no cycle: every import counts, at module level and inside
-  functions alike (a function-level import only hides a cycle until the function runs);
+  functions alike (a function-level import only hides a cycle until the function runs), and so does
+  each entry of ``nstlib/__init__.py``'s lazy table of exports (``_EXPORTS``, imported on first use);
 * no function or method is longer than 100 lines;
 * the notebooks use one public API: ``nstlib``'s top-level names and the subpackages
   ``nstlib.data`` and ``nstlib.course``;
@@ -62,17 +63,39 @@ def _known(name: str | None) -> str | None:
     return name if name in MODULES else None
 
 
+def lazy_exports(module: str) -> dict[str, tuple[tuple[str, ...], int]]:
+    """``{"nstlib.gatys": (("stylize", ...), line), ...}``: the lazy table ``_EXPORTS = {"gatys": (...)}``
+    that ``module``'s file assigns at top level (PEP 562: each module is imported when one of its names
+    is first used), its keys made absolute; empty when the file has no such table."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    package = module if _is_package(module) else module.rpartition(".")[0]
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        else:
+            target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(target, ast.Name) and target.id == "_EXPORTS":
+            table = ast.literal_eval(node.value)
+            lines = {ast.literal_eval(key): key.lineno for key in node.value.keys}
+            return {f"{package}.{relative}": (tuple(names), lines[relative]) for relative, names in table.items()}
+    return {}
+
+
 def imports_of(module: str) -> list[tuple[str, int]]:
     """The nstlib modules that ``module`` imports anywhere in its file, with the line of each import.
 
     ``import a.b.c`` imports ``a.b.c``; ``from p import n`` imports the submodule ``p.n`` when
     there is one, else ``p`` itself (``n`` is a name defined in ``p``). Relative imports are
-    resolved against ``module``'s package. The parent packages' ``__init__`` files that Python runs
+    resolved against ``module``'s package. An entry of a lazy table (:func:`lazy_exports`) imports
+    its module too. The parent packages' ``__init__`` files that Python runs
     on the way are not counted: a package that re-exports its modules would otherwise be a cycle
     with each of them.
     """
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"), filename=str(MODULES[module]))
     found = []
+    for target, (_, line) in lazy_exports(module).items():
+        assert _known(target), f"{MODULES[module]}:{line}: the lazy table names {target!r}, no nstlib module"
+        found.append((target, line))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names if _known(alias.name)]
@@ -215,9 +238,10 @@ def test_no_function_is_longer_than_100_lines():
 # ---- the notebooks' public API -------------------------------------------------------------------------------
 
 def public_names() -> set[str]:
-    """The names ``nstlib/__init__.py`` binds itself (imports, assignments, definitions)."""
+    """The names ``nstlib/__init__.py`` binds itself (imports, assignments, definitions) or exports
+    through its lazy table (:func:`lazy_exports`)."""
     tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
-    names = set()
+    names = {name for exported, _ in lazy_exports("nstlib").values() for name in exported}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
             names |= {alias.asname or alias.name for alias in node.names}
@@ -312,3 +336,21 @@ def test_every_module_has_its_test_module():
         if not (TESTS / f"test_{name}.py").exists():
             missing.append(f"{path.relative_to(ROOT)} -> tests/test_{name}.py")
     assert not missing, "modules without a test module:\n  " + "\n  ".join(missing)
+
+
+def test_lazy_table_of_exports_counts_as_imports():
+    # the table read from the source (ast) is the one the package uses at run time, and its entries are
+    # edges of the import graph: a module that imported the package would close a cycle through it
+    import nstlib
+
+    table = lazy_exports("nstlib")
+    assert table == {f"nstlib.{module}": (tuple(names), table[f"nstlib.{module}"][1])
+                     for module, names in nstlib._EXPORTS.items()}
+    assert {"nstlib.gatys", "nstlib.data.samples", "nstlib.widgets"} <= set(table)
+    graph = import_graph()
+    assert set(table) <= set(graph["nstlib"])
+    assert find_cycle(graph) is None
+    graph["nstlib.losses"] = {**graph["nstlib.losses"], "nstlib": 1}
+    cycle = find_cycle(graph)
+    assert cycle[0] == cycle[-1] and {"nstlib", "nstlib.losses"} <= set(cycle)
+    assert lazy_exports("nstlib.gatys") == {}

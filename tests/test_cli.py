@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -554,3 +555,232 @@ def test_out_of_memory_names_the_size_and_exits_1(images, checkpoint, env, tmp_p
     monkeypatch.setattr("nstlib.gatys.stylize", raising(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         cli.main(["stylize", str(content), str(style), "-o", str(tmp_path / "bug.png")])
+
+
+# -- a quick start: the parser imports nothing heavy --------------------------------------------
+
+HEAVY = ("torch", "torchvision", "numpy", "PIL", "matplotlib", "ipywidgets", "tqdm")
+
+
+def test_help_and_import_load_no_heavy_module():
+    """``nstlib --help`` builds the whole parser (and ``download``'s help, which lists the samples,
+    stays unread); ``import nstlib`` binds its names lazily. Neither imports torch and the like:
+    the modules loaded are read from ``sys.modules`` of a fresh interpreter."""
+    code = ("import contextlib, io, sys\n"
+            "import nstlib\n"
+            "after_import = sorted(m for m in {heavy} if m in sys.modules)\n"
+            "from nstlib import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    code = cli.main(['--help'])\n"
+            "assert code == 0 and 'stylize' in out.getvalue(), out.getvalue()\n"
+            "print(after_import, sorted(m for m in {heavy} if m in sys.modules))\n"
+            "nstlib.gram_matrix\n"
+            "print('torch' in sys.modules)\n").format(heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[] []", "True"]  # and the first use of a name imports its module
+
+
+def test_download_help_lists_the_samples_when_shown(capsys):
+    assert cli.main(["download", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in samples.sample_names())
+    assert all(name in text for name in cli.DOWNLOAD_GROUPS)  # never split at a hyphen (coco-train2014)
+
+
+def test_layer_help_is_the_same_for_stylize_and_train(capsys):
+    """Both commands say that both namings are accepted, and each shows its defaults as the library
+    defines them (the oracle: nstlib.layers' Gatys layers, nstlib.training's defaults)."""
+    from nstlib import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
+    from nstlib.training import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+
+    texts = {}
+    for command in ("stylize", "train"):
+        assert cli.main([command, "--help"]) == 0
+        texts[command] = " ".join(capsys.readouterr().out.split())
+    sentence = "Both namings are accepted: Gatys' conv4_2, relu4_2 and the PyTorch tutorial's conv_10, relu_10"
+    for command, text in texts.items():
+        assert text.count(sentence) == 2, command  # --content-layers and --style-layers
+    assert f"gatys: {','.join(GATYS_CONTENT_LAYERS)})" in texts["stylize"]
+    assert f"gatys: {','.join(GATYS_STYLE_LAYERS)})" in texts["stylize"]
+    assert f"(default {','.join(DEFAULT_CONTENT_LAYERS)})" in texts["train"]
+    assert f"(default {','.join(DEFAULT_STYLE_LAYERS)})" in texts["train"]
+    # the names the help promises are names the library takes: both schemes, one layer
+    from nstlib.layers import resolve_layer
+
+    assert resolve_layer("conv_10") == "conv4_2" and resolve_layer("relu_10") == "relu4_2"
+
+
+# -- -o: folders and default names ------------------------------------------------------------
+
+
+def test_default_output_names():
+    def name(*argv):
+        return cli.default_output_name(cli.build_parser().parse_args(list(argv)))
+
+    assert name("stylize", "tubingen", "starry_night") == "tubingen_starry_night.jpg"
+    assert name("stylize", "photos/cat.png", "a/wave.jpg", "b/the scream.webp") == "cat_wave+the_scream.jpg"
+    assert name("stylize", "https://example.org/img/My%20Photo.jpeg?size=2", "--model", "candy") == "My_Photo_candy.jpg"
+    assert name("stylize", "cat.png", "--model", "models/starry.pth") == "cat_starry.jpg"
+    assert name("train", "starry_night", "--data", "synthetic", "--steps", "1") == "starry_night.pth"
+    assert name("train", "art/wave.jpg", "candy", "--data", "synthetic", "--steps", "1") == "wave+candy.pth"
+
+
+def test_output_folder_or_no_output_gets_the_default_name(images, checkpoint, env, tmp_path, monkeypatch, capsys):
+    """-o . / -o FOLDER / -o NEW/ / no -o: the default name (content.png + model.pth: content_model.jpg)
+    written in that folder; an existing one is refused without --force."""
+    content, _ = images
+    model, _ = checkpoint
+    work = tmp_path / "work"
+    (work / "existing").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    run = ["stylize", str(content), "--model", str(model), "--size", str(SIZE)]
+    cases = [([], work), (["-o", "."], work), (["-o", "existing"], work / "existing"),
+             (["-o", str(work / "new" / "deeper") + "/"], work / "new" / "deeper")]
+    for extra, folder in cases:
+        for old in work.rglob("*.jpg"):
+            old.unlink()
+        assert cli.main(run + extra) == 0, (extra, capsys.readouterr().err)
+        out = folder / "content_model.jpg"
+        assert f"wrote {out if extra and extra[-1].startswith('/') else out.relative_to(work)} (32x21" \
+            in capsys.readouterr().out
+        assert pixels_jpeg_size(out) == EXPECTED
+        assert cli.main(run + extra) == 2  # now it exists
+        err = capsys.readouterr().err
+        assert "content_model.jpg already exists: pass --force" in err and "PosixPath" not in err
+        assert cli.main(run + extra + ["--force"]) == 0
+        capsys.readouterr()
+
+
+def test_output_mistakes_name_the_folder_and_the_fix(images, checkpoint, env, tmp_path, capsys):
+    content, style = images
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "style.pth").write_bytes(b"keep me")
+    # train -o FOLDER: STYLE.pth inside it, which exists
+    assert cli.main(["train", str(style), "--data", "synthetic", "--steps", "1", "-o", str(models)]) == 2
+    assert f"-o {models / 'style.pth'} already exists: pass --force" in capsys.readouterr().err
+    # a name without extension that is not a folder: the extension, and how to name a folder
+    assert cli.main(["stylize", str(content), str(style), "-o", str(tmp_path / "result")]) == 2
+    err = capsys.readouterr().err
+    assert "the extension '(none)' is not one of" in err and "result.png" in err
+    assert "a path ending in /) to write content_style.jpg in it" in err
+    assert (models / "style.pth").read_bytes() == b"keep me" and not (tmp_path / "result").exists()
+
+
+# -- the VGG19 error speaks the command line's language ------------------------------------------
+
+
+def test_offline_vgg19_error_names_the_command_line_option(images, env, tmp_path, no_network, capsys):
+    from nstlib.vgg import WeightsError, load_vgg19_state
+
+    with pytest.raises(WeightsError) as library:
+        load_vgg19_state("imagenet", progress=False)
+    library_text = " ".join(line.strip() for line in str(library.value).splitlines() if line.strip())
+    assert "pass weights=None" in library_text  # the library's spelling, for Python callers
+
+    content, style = images
+    out = tmp_path / "out.png"
+    assert cli.main(["stylize", str(content), str(style), "-o", str(out), "--size", str(SIZE), "--steps", "1",
+                     "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and not out.exists()
+    expected = library_text.replace("pass weights=None", "pass --weights random (nstlib stylize, nstlib train)")
+    assert err[0] == f"nstlib: error: {expected}"
+    assert "weights=None" not in err[0]
+
+
+# -- watching a run: intermediate images and a loss log ----------------------------------------
+
+LINE = re.compile(r"^step (\d+): total (\S+), content (\S+), style (\S+), tv (\S+)(?:, lr (\S+))? \((\S+) s\)$")
+
+
+def _logged(text: str) -> dict[int, dict[str, float]]:
+    """The ``step N: ...`` lines of ``text``, parsed."""
+    found = {}
+    for line in text.splitlines():
+        match = LINE.match(line)
+        if match:
+            step, total, content, style, tv, lr, _ = match.groups()
+            found[int(step)] = {"total": float(total), "content": float(content), "style": float(style),
+                                "tv": float(tv), **({"lr": float(lr)} if lr else {})}
+    return found
+
+
+def test_stylize_save_every_and_print_every(images, quick_env, tmp_path, capsys):
+    """Images at steps 2 and 4 of 5 and loss lines at steps 2 and 4; the oracle is the library's run
+    with a callback that keeps the images, and its history."""
+    content, style = images
+    out = tmp_path / "run" / "out.png"
+    argv = ["stylize", str(content), str(style), "-o", str(out), "--size", str(SIZE), "--steps", "5",
+            "--optimizer", "adam", "--save-every", "2", "--print-every", "2", "--quiet"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    kept = {}
+    oracle = stylize(str(content), str(style), steps=5, optimizer="adam", size=SIZE, seed=0, device="cpu",
+                     progress=False, callback=lambda step, image, losses: kept.setdefault(step, image.clone()),
+                     callback_every=1)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.png", "out_0002.png", "out_0004.png"]
+    for step in (2, 4):
+        assert np.array_equal(pixels(cli.step_path(out, step)), to_uint8(kept[step]).astype(int)), step
+    assert np.array_equal(pixels(out), to_uint8(oracle.image).astype(int))
+    logged = _logged(printed)
+    assert sorted(logged) == [2, 4]
+    for step, values in logged.items():
+        for key, value in values.items():
+            assert value == pytest.approx(oracle.history[key][step - 1], rel=1e-5, abs=1e-30), (step, key)
+    # intermediate files are never overwritten without --force (checked before any work)
+    out.unlink()
+    assert cli.main(argv) == 2
+    assert f"--save-every 2: {cli.step_path(out, 2)} already exists: pass --force" in capsys.readouterr().err
+    assert not out.exists()
+    # they only apply to Gatys optimisation
+    assert cli.main(["stylize", str(content), "--model", "candy", "--save-every", "2", "-o", str(out)]) == 2
+    assert "--save-every only apply to Gatys" in capsys.readouterr().err
+
+
+def test_train_log_every_prints_the_history(images, env, tmp_path, capsys):
+    _, style = images
+    model = tmp_path / "style.pth"
+    argv = ["train", str(style), "--data", "synthetic", "--max-images", "4", "--steps", "4", "--batch-size", "2",
+            "--image-size", "16", "--weights", "random", "--seed", "5", "--device", "cpu", "--quiet",
+            "--log-every", "2", "-o", str(model)]
+    assert cli.main(argv) == 0
+    logged = _logged(capsys.readouterr().out)
+    data = nstlib.open_dataset("synthetic", 16, n=4)
+    oracle = train_transform_net(str(style), data, steps=4, batch_size=2, image_size=16, weights=None, seed=5,
+                                 device="cpu", progress=False)
+    assert sorted(logged) == [2, 4]
+    for step, values in logged.items():
+        index = oracle.history["step"].index(step)
+        assert set(values) == {"total", "content", "style", "tv", "lr"}
+        for key, value in values.items():
+            assert value == pytest.approx(oracle.history[key][index], rel=1e-5, abs=1e-30), (step, key)
+
+
+def test_readme_command_lines_parse():
+    """Every ``nstlib ...`` line of the README's "Command line" section is accepted by the parser,
+    and the options it shows there exist (argparse refuses an unknown one with exit code 2)."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Command line"):]
+    section = section[:section.index("\n## ", 1)]
+    block = section[section.index("```bash"):section.index("```", section.index("```bash") + 3)]
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    commands = [words[1:] for words in lines if words and words[0] == "nstlib"]
+    assert len(commands) >= 6 and {"--save-every", "--print-every", "--log-every"} <= {w for c in commands for w in c}
+    parser = cli.build_parser()
+    for argv in commands:
+        args = parser.parse_args(argv)
+        assert args.command == argv[0]
+
+
+def test_names_written_out_to_start_quickly_match_their_source():
+    # cli keeps a few names as literals so that its parser and `nstlib info` import less; the oracle is
+    # where they come from
+    from torchvision.models import VGG19_Weights
+    from nstlib.training import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+
+    assert cli.VGG19_FILE == VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    assert (cli.TRAIN_CONTENT, cli.TRAIN_STYLE) == (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS)

@@ -4,7 +4,10 @@ The device choice is checked on every machine by making CUDA and MPS present or 
 (monkeypatched), against the documented order CUDA, then MPS, then the CPU.
 """
 
+import os
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +69,77 @@ def test_cache_falls_back_to_the_home_folder(monkeypatch, tmp_path):
     assert not (tmp_path / "home").exists()  # asking does not create anything
 
 
+def _old_formula() -> Path:
+    """The cache folder as nstlib computed it before platformdirs (the oracle for Linux)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "nstlib"
+
+
+@pytest.fixture
+def platform_calls(monkeypatch):
+    """Record the calls of platformdirs.user_cache_dir (the real function still answers)."""
+    import platformdirs
+
+    calls = []
+    real = platformdirs.user_cache_dir
+    monkeypatch.setattr(platformdirs, "user_cache_dir", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    return calls
+
+
+def test_linux_cache_folder_is_unchanged(monkeypatch, tmp_path, platform_calls):
+    import platformdirs.unix
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for xdg in (None, str(tmp_path / "xdg"), "relative/xdg", "~/xdg"):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        assert config.cache_dir() == _old_formula(), xdg
+    assert platform_calls == []  # Linux never asks platformdirs
+    # where both apply, platformdirs agrees with it (an absolute XDG_CACHE_HOME, or none)
+    for xdg in (None, str(tmp_path / "xdg")):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        assert Path(platformdirs.unix.Unix("nstlib", appauthor=False).user_cache_dir) == _old_formula()
+
+
+def test_macos_cache_folder_follows_the_platform(monkeypatch, tmp_path, platform_calls):
+    import platformdirs
+    import platformdirs.macos
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platformdirs, "PlatformDirs", platformdirs.macos.MacOS)  # what macOS's import picks
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert config.cache_dir() == tmp_path / "home" / "Library" / "Caches" / "nstlib"  # Apple's convention
+    assert platform_calls == [(("nstlib",), {"appauthor": False})]
+    monkeypatch.setenv("NSTLIB_CACHE", str(tmp_path / "mine"))
+    assert config.cache_dir() == tmp_path / "mine"  # NSTLIB_CACHE still wins
+    monkeypatch.delenv("NSTLIB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert config.cache_dir() == tmp_path / "xdg" / "nstlib"  # and so does an XDG_CACHE_HOME set on purpose
+    assert len(platform_calls) == 1 and not (tmp_path / "home").exists()
+
+
+def test_windows_cache_folder_follows_the_platform(monkeypatch, tmp_path, platform_calls):
+    import platformdirs
+    import platformdirs.windows
+
+    local = tmp_path / "AppData" / "Local"  # %LOCALAPPDATA%, as Windows' shell folders API would answer
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(platformdirs, "PlatformDirs", platformdirs.windows.Windows)
+    monkeypatch.setattr(platformdirs.windows, "get_win_folder", lambda name: {"CSIDL_LOCAL_APPDATA": str(local)}[name])
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert config.cache_dir() == local / "nstlib" / "Cache"  # %LOCALAPPDATA%\nstlib\Cache
+    assert platform_calls == [(("nstlib",), {"appauthor": False})]
+    monkeypatch.setenv("NSTLIB_CACHE", str(tmp_path / "mine"))
+    assert config.cache_dir() == tmp_path / "mine"
+    assert not local.exists()  # asking does not create anything
+
+
 def test_mirror_and_results_dir(monkeypatch, tmp_path):
     assert config.mirror() is None
     monkeypatch.setenv("NSTLIB_MIRROR", "   ")
@@ -97,6 +171,8 @@ def test_caps_are_the_documented_numbers_and_the_banner_states_them(monkeypatch,
     out = capsys.readouterr().out
     assert out.strip() == config.BANNER.strip()
     assert "<= 64 px" in out and "at most 5 optimisation/training steps" in out and "RANDOM VGG19 weights" in out
+    # what replaces images: a cached copy where there is one, a stand-in otherwise (not "stand-ins" unconditionally)
+    assert "the cached (or NSTLIB_MIRROR) copy where there\n  is one, otherwise a synthetic stand-in" in out
 
 
 # ---- the device ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import struct
 import sys
 import time
 import types
+import warnings
 import zlib
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import pytest
 import torch
 from PIL import Image
 
-import nstlib
 from nstlib import images
 from nstlib.images import ImageError, load_image, save_image, target_size, to_pil, to_uint8
 
@@ -62,7 +62,7 @@ def test_exif_orientation_6_rotates_clockwise(tmp_path):
 
 def test_grayscale_modes(tmp_path):
     gray = np.array([[0, 100], [200, 255]], dtype=np.uint8)
-    Image.fromarray(gray, mode="L").save(tmp_path / "l.png")
+    Image.fromarray(gray).save(tmp_path / "l.png")
     out = as_hwc(load_image(tmp_path / "l.png"))
     for channel in range(3):
         np.testing.assert_array_equal(out[..., channel], gray / np.float32(255))
@@ -74,12 +74,12 @@ def test_grayscale_modes(tmp_path):
 
 def test_alpha_is_composited_on_white(tmp_path):
     rgba = np.array([[[200, 40, 0, 64], [10, 20, 30, 255], [90, 90, 90, 0]]], dtype=np.uint8)
-    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    Image.fromarray(rgba).save(tmp_path / "a.png")
     alpha = rgba[..., 3:].astype(np.float64) / 255
     expected = alpha * rgba[..., :3] / 255 + (1 - alpha) * 1.0
     np.testing.assert_allclose(as_hwc(load_image(tmp_path / "a.png")), expected, atol=1e-6)
     la = np.array([[[50, 128]]], dtype=np.uint8)
-    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    Image.fromarray(la).save(tmp_path / "la.png")
     a = 128 / 255
     np.testing.assert_allclose(as_hwc(load_image(tmp_path / "la.png"))[0, 0], [a * 50 / 255 + 1 - a] * 3, atol=1e-6)
 
@@ -129,11 +129,12 @@ def test_16bit_precision_survives_resizing(tmp_path):
 
 
 def test_mode_i_and_mode_f_rules():
-    in_range = Image.fromarray(np.array([[0, 65535, 13107]], dtype=np.int32), mode="I")
+    in_range = Image.fromarray(np.array([[0, 65535, 13107]], dtype=np.int32))
     np.testing.assert_allclose(as_hwc(load_image(in_range))[0, :, 1], [0, 1, 0.2], atol=1e-6)
-    wide = Image.fromarray(np.array([[-100, 0, 100]], dtype=np.int32), mode="I")
+    wide = Image.fromarray(np.array([[-100, 0, 100]], dtype=np.int32))
     np.testing.assert_allclose(as_hwc(load_image(wide))[0, :, 2], [0, 0.5, 1], atol=1e-6)  # min-max stretch
-    floats = Image.fromarray(np.array([[-0.5, 0.25, 1.5]], dtype=np.float32), mode="F")
+    floats = Image.fromarray(np.array([[-0.5, 0.25, 1.5]], dtype=np.float32))
+    assert (in_range.mode, wide.mode, floats.mode) == ("I", "I", "F")  # Pillow infers them from the dtypes
     np.testing.assert_allclose(as_hwc(load_image(floats))[0, :, 0], [0, 0.25, 1], atol=1e-6)
 
 
@@ -214,7 +215,7 @@ def test_resizing_keeps_aspect_up_and_down(tmp_path):
 
 def test_downscaling_is_antialiased(tmp_path):
     board = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
-    Image.fromarray(board, mode="L").save(tmp_path / "board.png")
+    Image.fromarray(board).save(tmp_path / "board.png")
     from_file = load_image(tmp_path / "board.png", size=8)
     from_tensor = load_image(torch.from_numpy(board / 255.0).float().expand(3, 64, 64), size=8)
     for out in (from_file, from_tensor):
@@ -255,6 +256,8 @@ def test_quick_mode_caps_at_64(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_sources(tmp_path, monkeypatch):
     """Replace nstlib.data.samples and nstlib.data.download by fakes that serve local files."""
+    import nstlib.data  # the real package first (``import nstlib`` is lazy): its __init__ needs the real modules
+
     red = tmp_path / "cache" / "red.png"
     red.parent.mkdir()
     Image.new("RGB", (4, 2), (255, 0, 0)).save(red)
@@ -483,9 +486,30 @@ def test_reducing_first_matches_a_full_size_load_for_alpha_images(tmp_path):
     rgba[:, 300:] = (0, 0, 255, 255)          # opaque blue
     ramp = np.linspace(0, 255, 600).astype(np.uint8)
     rgba[..., 3] = np.where(np.arange(600) < 300, 0, np.maximum(ramp, 1))[None, :]
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
     reduced = load_image(tmp_path / "alpha.png", 60)            # factor 600 // 120 = 5, then bicubic
     full = images.resize(load_image(tmp_path / "alpha.png"), 60)  # float composite at full size, then resize
     assert reduced.shape == full.shape == (1, 3, 40, 60)
     assert float((reduced - full).abs().max()) < 0.03
     assert float(reduced[0, :, :, :25].min()) > 0.99             # the transparent half stays white
+
+
+def test_loading_and_saving_emit_no_deprecation_warning(tmp_path):
+    """No deprecated Pillow call (``Image.fromarray(..., mode=...)`` warns from Pillow 11.3, Colab's version):
+    any DeprecationWarning from loading, converting or saving is an error here. The round trip through a
+    lossless PNG gives back the pixels the test wrote (the oracle)."""
+    from nstlib.data.synthetic import content_standin, style_standin
+
+    pixels = random_rgb(6, 9)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        image = load_image(tmp_path / "in.png")
+        picture = to_pil(image)
+        save_image(image, tmp_path / "out.png")
+        save_image(image, tmp_path / "out.jpg")
+        again = load_image(tmp_path / "out.png")
+        standins = [content_standin("test", 12, 8), style_standin("test", 12, 8)]
+    assert picture.mode == "RGB" and np.array_equal(np.asarray(picture), pixels)
+    assert torch.equal(again, image) and np.array_equal(to_uint8(again), pixels)
+    assert [(s.mode, s.size) for s in standins] == [("RGB", (12, 8))] * 2
