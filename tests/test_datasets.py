@@ -46,7 +46,7 @@ def stripes(colours, width, height, vertical=True) -> np.ndarray:
 
 def save_png(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, "RGB").save(path)
+    Image.fromarray(array).save(path)
     return path
 
 
@@ -56,7 +56,7 @@ def as_uint8(tensor) -> np.ndarray:
 
 def pil_oracle(array, size) -> np.ndarray:
     """Shorter side to size with Pillow's (antialiased) BICUBIC, then the centre crop, all by hand."""
-    img = Image.fromarray(array, "RGB")
+    img = Image.fromarray(array)
     w, h = img.size
     scale = size / min(w, h)
     new = (round(w * scale), round(h * scale))
@@ -73,7 +73,7 @@ def folder(tmp_path):
     save_png(root / "z_last.png", stripes([A, B], 30, 20))
     save_png(root / "sub" / "b.png", stripes([C, D], 20, 30, vertical=False))
     buffer = io.BytesIO()
-    Image.fromarray(stripes([A, D], 32, 24), "RGB").save(buffer, format="JPEG", quality=95)
+    Image.fromarray(stripes([A, D], 32, 24)).save(buffer, format="JPEG", quality=95)
     (root / "a.JPG").write_bytes(buffer.getvalue())
     save_png(root / "sub" / "deeper" / "c.png", stripes([B, C], 16, 16))
     (root / "broken.jpg").write_bytes(buffer.getvalue()[:300])  # truncated JPEG
