@@ -13,7 +13,7 @@ reusable form of what they teach. Its top level is the teaching core, one idea p
 ``transform_net``  :class:`TransformerNet`, Johnson et al.'s feed-forward network (the network only)
 ``fast``           :func:`stylize_image`: a trained network applied to photos
 ``training``       :func:`train_transform_net`, the Johnson training loop
-``adain``          Huang & Belongie's AdaIN: :func:`adain`, :class:`AdaINModel`, :func:`stylize_adain`;
+``adain_model``    Huang & Belongie's AdaIN: :func:`adain`, :class:`AdaINModel`, :func:`stylize_adain`;
                    ``adain_training``: :func:`train_adain_decoder` (weights: ``data.adain_weights``)
 ``multistyle``     :func:`train_multistyle_net`: many styles in one network (Dumoulin et al. 2017), blends
 ``finetune``       :func:`finetune_from_gatys`: a fast network pulled towards Gatys results, and measured
@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -51,7 +49,7 @@ __version__ = "0.1.0"
 # To export a name, add it to its module's entry (a new module: a new entry). tests/test_architecture.py
 # reads this table as imports of those modules (import cycles, the notebooks' public API).
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "adain": ("AdaINModel", "adain", "adain_decoder", "adain_encoder", "calc_mean_std", "coral", "stylize_adain"),
+    "adain_model": ("AdaINModel", "adain", "adain_decoder", "adain_encoder", "calc_mean_std", "coral", "stylize_adain"),
     "adain_training": ("AdaINTrainResult", "train_adain_decoder"),
     "checkpoints": ("CheckpointError", "load_transform_net", "save_transform_net"),
     "config": ("cap_size", "cap_steps", "get_device", "quick_mode", "set_seed"),
@@ -112,18 +110,3 @@ def __dir__() -> list[str]:
     """The exported names, the two documented subpackages and what is already bound (tab completion)."""
     return sorted(set(globals()) | set(__all__) | {"data", "course"})
 
-
-class _Package(types.ModuleType):
-    """nstlib's module type: an exported name wins over the submodule of the same name.
-
-    Importing ``nstlib.adain`` binds the module to ``nstlib.adain`` once it has run; the export
-    ``adain`` (the function) is bound instead, as an eager ``from .adain import adain`` would have done.
-    """
-
-    def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _MODULE_OF:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

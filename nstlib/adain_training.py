@@ -1,7 +1,7 @@
 """Train the AdaIN decoder (Huang & Belongie 2017) on any folder of content images and any folder of styles.
 
 For a batch of content images ``c`` and style images ``s`` (paired at random), the frozen encoder
-``f`` (:class:`~nstlib.adain.AdaINModel`, to ``relu4_1``) and its layers ``phi_1 .. phi_4``
+``f`` (:class:`~nstlib.adain_model.AdaINModel`, to ``relu4_1``) and its layers ``phi_1 .. phi_4``
 (``relu1_1, relu2_1, relu3_1, relu4_1``)::
 
     t   = AdaIN(f(c), f(s))                                   the target features
@@ -9,7 +9,7 @@ For a batch of content images ``c`` and style images ``s`` (paired at random), t
     L_s = sum_i MSE(mu(phi_i(g(t))), mu(phi_i(s))) + MSE(sigma(phi_i(g(t))), sigma(phi_i(s)))
     loss = content_weight * L_c + style_weight * L_s          (1 and 10 by default)
 
-(``mu``, ``sigma``: :func:`~nstlib.adain.calc_mean_std`). Adam updates the decoder ``g`` alone;
+(``mu``, ``sigma``: :func:`~nstlib.adain_model.calc_mean_std`). Adam updates the decoder ``g`` alone;
 its learning rate at step ``k`` (0-based) is ``lr / (1 + lr_decay * k)`` (1e-4 and 5e-5), as in
 pytorch-AdaIN's ``train.py``, which imitates the original Torch code. Where that script takes a
 random 256 px crop of each image resized to 512 x 512, the images here are resized (shorter side)
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import config
-from .adain import MIN_SIZE, AdaINModel, adain, adain_decoder, calc_mean_std
+from .adain_model import MIN_SIZE, AdaINModel, adain, adain_decoder, calc_mean_std
 from .checkpoints import (
     LATEST,
     history_lists,

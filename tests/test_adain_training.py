@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from nstlib import adain_training as trainer
-from nstlib.adain import AdaINModel
+from nstlib.adain_model import AdaINModel
 from nstlib.adain_training import HISTORY_KEYS, StyleStandins, adain_losses, stream_indices, train_adain_decoder
 from nstlib.data.adain_weights import load_adain, random_decoder, random_encoder
 from nstlib.training import TrainingDivergedError

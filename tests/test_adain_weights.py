@@ -12,7 +12,7 @@ import torch
 from adain_nets import reference_decoder, reference_style_transfer, reference_vgg, seeded
 from localserver import Route
 
-from nstlib.adain import AdaINModel, adain_decoder, stylize_adain
+from nstlib.adain_model import AdaINModel, adain_decoder, stylize_adain
 from nstlib.data import adain_weights
 from nstlib.data.adain_weights import (
     ADAIN_CHECKPOINT_KIND,

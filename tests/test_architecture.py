@@ -354,3 +354,12 @@ def test_lazy_table_of_exports_counts_as_imports():
     cycle = find_cycle(graph)
     assert cycle[0] == cycle[-1] and {"nstlib", "nstlib.losses"} <= set(cycle)
     assert lazy_exports("nstlib.gatys") == {}
+
+
+def test_no_exported_name_is_also_a_module_name():
+    """``nstlib.x`` must mean one thing: importing a submodule binds its name on the package, so an
+    exported function of the same name would be replaced by the module (``nstlib.adain`` once was)."""
+    import nstlib
+
+    modules = {path.stem for path in PACKAGE.glob("*.py")} | {path.name for path in PACKAGE.iterdir() if path.is_dir()}
+    assert not sorted(set(nstlib.__all__) & modules)

@@ -5,8 +5,8 @@ pytorch-AdaIN's README sends users to its GitHub release ``v0.0.0`` for these tw
 with a preprocessing 1x1 convolution in front and reflection padding, converted from the original
 Torch code of Huang & Belongie, the decoder is their trained decoder. Both are plain state dicts
 whose keys are the indices of ``net.py``'s ``nn.Sequential`` stacks (``0.weight``, ``2.weight``,
-... and ``1.weight``, ``5.weight``, ...): :func:`nstlib.adain.adain_encoder` and
-:func:`~nstlib.adain.adain_decoder` rebuild those stacks, so the files load unchanged, and every
+... and ``1.weight``, ``5.weight``, ...): :func:`nstlib.adain_model.adain_encoder` and
+:func:`~nstlib.adain_model.adain_decoder` rebuild those stacks, so the files load unchanged, and every
 file is checked against that layout (names and shapes) before use.
 
 No checksum is published, so :func:`fetch_adain_file` trusts a file on first use, like
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .. import config
-from ..adain import ENCODER_MODULES, AdaINModel, adain_decoder, adain_encoder, check_layout
+from ..adain_model import ENCODER_MODULES, AdaINModel, adain_decoder, adain_encoder, check_layout
 from ..fileio import atomic_write, atomic_write_json
 from ..vgg import WeightsError
 from .download import DownloadError, download, sha256_file
@@ -310,7 +310,7 @@ def load_adain_decoder(weights: Any = "pretrained", *, url: str = DECODER_URL, p
 
 def load_adain(weights: Any = "pretrained", *, encoder: Any = None, progress: bool = True,
                encoder_url: str = ENCODER_URL, decoder_url: str = DECODER_URL) -> AdaINModel:
-    """An :class:`~nstlib.adain.AdaINModel` (CPU, eval mode) for :func:`nstlib.stylize_adain`.
+    """An :class:`~nstlib.adain_model.AdaINModel` (CPU, eval mode) for :func:`nstlib.stylize_adain`.
 
     ``weights`` chooses the decoder: "pretrained" (pytorch-AdaIN's ``decoder.pth``), a path (say a
     decoder trained with :func:`nstlib.train_adain_decoder`), or None for seeded random weights.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from adain_nets import reference_decoder, reference_style_transfer, reference_vgg, seeded
 
-from nstlib.adain import (
+from nstlib.adain_model import (
     DECODER_MODULES,
     ENCODER_LAYERS,
     ENCODER_MODULES,
