@@ -20,7 +20,7 @@ reusable form of what they teach. Its top level is the teaching core, one idea p
 ``checkpoints``    checkpoint formats, saving, loading and resuming
 ``images``         :func:`load_image`, :func:`save_image`
 ``plotting``       pictures: grids, loss curves, Gram maps, tables, live previews
-``widgets``        :func:`explore` and the upload decoder (ipywidgets)
+``widgets``        :func:`explore`, :func:`upload_image` and the upload decoder (ipywidgets)
 ``exercises``      :func:`check_exercise`, the notebooks' self-checks
 ``config``         settings, quick mode (``NSTLIB_QUICK=1``), the device and the seed
 ``results``        where a run leaves its images and ``metrics.json``
@@ -86,7 +86,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "video": (
         "VideoResult", "flicker", "frame_differences", "make_synthetic_clip", "plot_flicker", "read_frames",
         "stylize_video", "temporal_blend", "video_info"),
-    "widgets": ("StyleExplorer", "decode_upload", "explore"),
+    "widgets": ("StyleExplorer", "decode_upload", "explore", "upload_image"),
 }
 
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import config
 from .adain_model import MIN_SIZE, AdaINModel, adain, adain_decoder, calc_mean_std
@@ -394,7 +393,7 @@ def _build(run: _Run, checkpoint: tuple[Path, dict] | None) -> None:
 def _train(run: _Run) -> None:
     """One Adam step per batch pair from ``run.step`` to ``total_steps``; checkpoints, progress, callback."""
     o = run.options
-    bar = tqdm(total=run.total_steps, initial=run.step, desc="train-adain", unit="step", disable=not o["progress"])
+    bar = config.progress_bar(total=run.total_steps, initial=run.step, desc="train-adain", unit="step", disable=not o["progress"])
     run.model.train()
     try:
         for content, style in zip(_loader(run.content, run, 0, run.step), _loader(run.style, run, 1, run.step)):

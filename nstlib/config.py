@@ -105,14 +105,15 @@ MAX_STEPS = 5
 """Most optimisation or training steps in quick mode."""
 
 BANNER = f"""\
-{'=' * 78}
+{'=' * 70}
 QUICK MODE (NSTLIB_QUICK=1): a smoke test, NOT a real result.
   images <= {MAX_SIZE} px, at most {MAX_STEPS} optimisation/training steps,
   seeded RANDOM VGG19 weights instead of ImageNet weights,
-  images, datasets and models: the cached (or NSTLIB_MIRROR) copy where there
-  is one, otherwise a synthetic stand-in (quick mode never downloads).
+  images, datasets, models: the cached (or NSTLIB_MIRROR) copy where
+  there is one, otherwise a synthetic stand-in (never a download).
 Unset NSTLIB_QUICK (and have internet access) for the real course.
-{'=' * 78}"""
+{'=' * 70}"""
+"""Printed once by :func:`announce`; at most 70 characters a line, so it fits the book's column."""
 
 _announced = False
 

@@ -3,19 +3,50 @@
 One forward pass per image, no gradients: ``clamp(net(image), 0, 1)``. :func:`stylize_image`
 takes one image, :func:`stylize_images` a batch or a list (grouped by size, run in chunks of
 ``batch_size``). Both put the network in eval mode for the call and restore its mode after.
+
+Backends (``backend=``), the same network computed three ways on a CPU:
+
+* ``"torch"``: PyTorch in float32, ``net(image)`` exactly (the reference; the only choice on a GPU).
+* ``"bfloat16"``: a bfloat16 copy of the network (8 significant bits instead of 24). About twice
+  as fast where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`); the picture
+  differs from float32 by rounding only (PSNR around 40 dB on photos, see ``benchmarks/README.md``).
+* ``"onnx"``: the network exported to ONNX (:mod:`nstlib.export`) and run by ONNX Runtime in
+  float32 (an optional dependency); equal to float32 PyTorch up to rounding (PSNR > 60 dB).
+
+``"auto"`` (default) picks, on a CPU and for images of at least :data:`AUTO_MIN_PIXELS`, the
+first available of :data:`AUTO_ORDER` (:func:`cpu_backend`), and otherwise ``"torch"``: on a
+GPU, for small images (the one-off cost of preparing a fast path, about a second for an ONNX
+export, is not repaid), and when ``dtype``, ``channels_last`` or ``style`` ask for PyTorch options.
+The fast paths are prepared once per network and reused; they are rebuilt when the weights change
+(the cache is keyed on the weights' version counters). If preparing one fails, ``"auto"`` warns and
+falls back to ``"torch"``.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import numbers
-from typing import Iterable, Sequence
+import warnings
+import weakref
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-__all__ = ["stylize_image", "stylize_images"]
+from .config import progress_bar
+
+__all__ = ["AUTO_MIN_PIXELS", "AUTO_ORDER", "BACKENDS", "cpu_backend", "native_bfloat16", "stylize_image",
+           "stylize_images"]
+
+BACKENDS = ("auto", "torch", "bfloat16", "onnx")
+AUTO_ORDER = ("bfloat16", "onnx")
+"""What ``backend="auto"`` tries on a CPU, fastest first (``benchmarks/run.py --only fast-cpu``); then "torch"."""
+AUTO_MIN_PIXELS = 256 * 256
+"""``backend="auto"`` keeps float32 PyTorch for images of fewer pixels than this."""
+
 
 def _as_batch(image: torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
@@ -48,16 +79,17 @@ def _net_dtype(net: nn.Module) -> torch.dtype:
 
 
 def _run(net: nn.Module, batch: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
-         channels_last: bool) -> torch.Tensor:
+         channels_last: bool, style=None) -> torch.Tensor:
     """``net(batch)`` on ``device`` without gradients, optionally under autocast; float32 on the CPU, clamped."""
     batch = batch.to(device=device, dtype=_net_dtype(net))
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
+    kwargs = {} if style is None else {"style": style}  # style: multi-style networks only
     if dtype is None or dtype == torch.float32:
-        out = net(batch)
+        out = net(batch, **kwargs)
     else:
         with torch.autocast(device_type=device.type, dtype=dtype):
-            out = net(batch)
+            out = net(batch, **kwargs)
     return out.float().clamp_(0, 1).cpu()
 
 
@@ -73,8 +105,131 @@ def _prepare(net: nn.Module, device, channels_last: bool) -> tuple[torch.device,
     return device, was_training
 
 
+# --------------------------------------------------------------------------- CPU backends
+
+
+@functools.lru_cache(maxsize=8)
+def native_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bfloat16 natively: the x86 flags ``avx512_bf16`` or ``amx_bf16``.
+
+    (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later.) Elsewhere bfloat16 is
+    emulated and no faster than float32. Read from ``cpuinfo`` (Linux) once; False where it cannot be read.
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _available(backend: str) -> bool:
+    if backend == "bfloat16":
+        return native_bfloat16()
+    if backend == "onnx":
+        from .export import onnx_backend_available
+
+        return onnx_backend_available()
+    return backend == "torch"
+
+
+def cpu_backend() -> str:
+    """The backend ``"auto"`` uses on this CPU for large images: the first of :data:`AUTO_ORDER` available
+    (``"bfloat16"`` needs :func:`native_bfloat16`, ``"onnx"`` the ``nstlib[onnx]`` extra), else ``"torch"``."""
+    return next((name for name in AUTO_ORDER if _available(name)), "torch")
+
+
+def _choose(backend: str, device: torch.device, *, pixels: int, torch_options: bool, style) -> str:
+    """The backend to run: ``backend`` checked, or what "auto" means for this call."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} must be one of {BACKENDS} (\"torch\": plain float32 PyTorch)")
+    if backend == "auto":
+        if device.type != "cpu" or torch_options or style is not None or pixels < AUTO_MIN_PIXELS:
+            return "torch"
+        return cpu_backend()
+    if backend != "torch":
+        if device.type != "cpu":
+            raise ValueError(f"backend={backend!r} runs on the CPU, but the device is {device}: "
+                             "pass device=\"cpu\" or use backend=\"torch\"")
+        if torch_options or style is not None:
+            raise ValueError(f"backend={backend!r} runs the network as it is: dtype, channels_last and style "
+                             "are options of backend=\"torch\"")
+    return backend
+
+
+def _weights_key(net: nn.Module) -> tuple:
+    """Changes when any weight does: each state-dict tensor's storage, shape and version counter.
+
+    PyTorch bumps a tensor's version counter on every in-place change (an optimiser step, ``add_``
+    under ``no_grad``, ``load_state_dict``), and assigning new tensors changes the storage; checking
+    costs microseconds, where hashing 6.7 MB of weights would cost milliseconds per image. Not seen:
+    in-place changes through ``p.data`` (write ``with torch.no_grad(): p.add_(...)`` instead).
+    """
+    tensors = tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+                    for name, t in net.state_dict(keep_vars=True).items())
+    return type(net).__qualname__, repr(getattr(net, "config", None)), tensors
+
+
+def _bfloat16_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    twin = copy.deepcopy(net).to(device="cpu", dtype=torch.bfloat16).eval()
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        return twin(batch.to(device="cpu", dtype=torch.bfloat16)).float().clamp_(0, 1)
+
+    return run
+
+
+def _onnx_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    from .export import INPUT_NAME, export_onnx, onnx_session
+
+    session = onnx_session(export_onnx(net))
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        array = batch.to(device="cpu", dtype=torch.float32).contiguous().numpy()
+        return torch.from_numpy(session.run(None, {INPUT_NAME: array})[0]).clamp_(0, 1)
+
+    return run
+
+
+_RUNNERS = {"bfloat16": _bfloat16_runner, "onnx": _onnx_runner}
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+"""Per network: ``{backend: (key, runner or None)}``; ``key``: :func:`_weights_key` and the thread count."""
+
+
+def _fast_runner(net: nn.Module, backend: str, auto: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The prepared ``backend`` for ``net`` (cached, rebuilt when the weights change); None when "auto"
+    could not prepare it (a warning says why, once per set of weights)."""
+    key = (_weights_key(net), torch.get_num_threads())
+    entries = _CACHE.setdefault(net, {})
+    cached = entries.get(backend)
+    if cached is not None and cached[0] == key and (cached[1] is not None or auto):
+        return cached[1]  # (a failure is remembered for "auto"; an explicit backend tries again and raises)
+    try:
+        runner = _RUNNERS[backend](net)
+    except Exception as error:
+        if not auto:
+            raise
+        warnings.warn(f"backend {backend!r} could not be prepared ({type(error).__name__}: {error}); "
+                      "running float32 PyTorch instead", RuntimeWarning, stacklevel=3)
+        runner = None
+    entries[backend] = (key, runner)
+    return runner
+
+
+def _runner(net: nn.Module, backend: str, device: torch.device, dtype, channels_last: bool, style,
+            pixels: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function ``batch -> clamp(net(batch), 0, 1)`` (float32, CPU) for the chosen backend."""
+    torch_options = (dtype is not None and dtype != torch.float32) or channels_last
+    chosen = _choose(backend, device, pixels=pixels, torch_options=torch_options, style=style)
+    if chosen != "torch":
+        runner = _fast_runner(net, chosen, auto=backend == "auto")
+        if runner is not None:
+            return runner
+    return lambda batch: _run(net, batch, device, dtype, channels_last, style)
+
+
 def stylize_image(net: nn.Module, image: torch.Tensor, *, device=None, dtype: torch.dtype | None = None,
-                  channels_last: bool = False) -> torch.Tensor:
+                  channels_last: bool = False, style=None, backend: str = "auto") -> torch.Tensor:
     """Run ``net`` on one image: ``clamp(net(image), 0, 1)`` as a ``[1, 3, H, W]`` float32 CPU tensor.
 
     ``image`` is ``[3, H, W]`` or ``[1, 3, H, W]`` with values in [0, 1] (a clear error for
@@ -89,6 +244,11 @@ def stylize_image(net: nn.Module, image: torch.Tensor, *, device=None, dtype: to
             or ``torch.float32`` runs in float32.
         channels_last: convert the network (in place) and the input to the channels-last
             memory format, often faster on GPUs with tensor cores; the values do not change.
+        style: for a multi-style ``TransformerNet(num_styles=N)``: a style index or ``N`` blend
+            weights, passed on as ``net(image, style=style)``; None (default) calls ``net(image)``.
+        backend: ``"auto"`` (default), ``"torch"`` (float32 PyTorch, exactly ``net(image)``),
+            ``"bfloat16"`` or ``"onnx"`` (CPU only); see the module docstring. ``"auto"`` runs the
+            fastest path that keeps the picture on a CPU, ``"torch"`` elsewhere.
 
     Runs without gradients in eval mode and restores the network's training mode afterwards.
     """
@@ -96,21 +256,24 @@ def stylize_image(net: nn.Module, image: torch.Tensor, *, device=None, dtype: to
     device, was_training = _prepare(net, device, channels_last)
     try:
         with torch.no_grad():
-            return _run(net, image, device, dtype, channels_last)
+            run = _runner(net, backend, device, dtype, channels_last, style, pixels=image.shape[-2] * image.shape[-1])
+            return run(image)
     finally:
         net.train(was_training)
 
 
 def stylize_images(net: nn.Module, images: torch.Tensor | Sequence[torch.Tensor], *, batch_size: int = 4,
                    device=None, dtype: torch.dtype | None = None, channels_last: bool = False,
-                   progress: bool = False) -> torch.Tensor | list[torch.Tensor]:
+                   progress: bool = False, style=None, backend: str = "auto") -> torch.Tensor | list[torch.Tensor]:
     """Stylise many images, batching those of equal size; same options as :func:`stylize_image`.
 
     ``images`` is either a batch tensor ``[B, 3, H, W]`` (returns ``[B, 3, H, W]``) or a list
     of ``[3, H, W]`` / ``[1, 3, H, W]`` tensors of any sizes (returns a list of ``[1, 3, H, W]``
     in the same order). Images of the same size run together, ``batch_size`` at a time.
     Because instance normalisation works per image, the result equals stylising each image
-    alone (up to floating-point rounding). Results are clamped float32 CPU tensors.
+    alone (up to floating-point rounding). Results are clamped float32 CPU tensors. ``style``: an
+    index or a weight vector for a multi-style network, the same for every image. ``backend``: as for
+    :func:`stylize_image`, chosen once for the call (``"auto"`` by the largest image).
     """
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
@@ -130,11 +293,13 @@ def stylize_images(net: nn.Module, images: torch.Tensor | Sequence[torch.Tensor]
     results: list[torch.Tensor | None] = [None] * len(items)
     device, was_training = _prepare(net, device, channels_last)
     try:
-        with torch.no_grad(), tqdm(total=len(items), desc="stylize", unit="img", disable=not progress) as bar:
+        pixels = max((image.shape[-2] * image.shape[-1] for image in items), default=0)
+        with torch.no_grad(), progress_bar(total=len(items), desc="stylize", unit="img", disable=not progress) as bar:
+            run = _runner(net, backend, device, dtype, channels_last, style, pixels=pixels)
             for indices in groups.values():
                 for start in range(0, len(indices), batch_size):
                     chunk = indices[start:start + batch_size]
-                    out = _run(net, torch.cat([items[i] for i in chunk]), device, dtype, channels_last)
+                    out = run(torch.cat([items[i] for i in chunk]))
                     for j, i in enumerate(chunk):
                         results[i] = out[j:j + 1]
                     bar.update(len(chunk))

@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import config
 from .config import get_device
@@ -155,7 +154,7 @@ def finetune_from_gatys(net: TransformerNet, photos, targets, style, *, steps: i
     tuned = copy.deepcopy(net).to(device).train()
     optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
     history: dict[str, list[float]] = {key: [] for key in FINETUNE_HISTORY_KEYS}
-    for step in tqdm(range(1, steps + 1), desc="fine-tune", unit="step", disable=not progress):
+    for step in config.progress_bar(range(1, steps + 1), desc="fine-tune", unit="step", disable=not progress):
         i = (step - 1) % len(photos)
         loss.style_grams = grams[i]
         optimizer.zero_grad(set_to_none=True)

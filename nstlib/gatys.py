@@ -20,6 +20,7 @@ the start image (:func:`_start_image`) and optimise (:func:`_optimise`); finally
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import config
 from .color import combine_luminance, luminance, match_luminance
@@ -38,6 +38,7 @@ from .config import get_device
 from .images import load_image
 from .layers import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
 from .perceptual import LOSS_KEYS, PerceptualLoss, blend_weights, check_weight
+from .precision import autocast, choose as choose_precision
 from .validate import non_negative_number, positive_int
 
 Callback = Callable[[int, torch.Tensor, dict], None]
@@ -102,6 +103,7 @@ def stylize(
     callback: Callback | None = None, callback_every: int = 10, progress: bool = True,
     fast: bool = True,
     rescale_loss: bool = True,
+    precision: str = "float32",
 ) -> StylizeResult:
     """Stylise ``content`` with ``style`` by optimising pixels (Gatys et al. 2016).
 
@@ -138,6 +140,8 @@ def stylize(
       Adam (``eps = 1e-8``) stall. So multiplying all loss weights by one constant changes
       nothing, and ``style_weight`` alone does not matter for texture synthesis. ``False``
       minimises the raw weighted total (as the PyTorch tutorial). The history holds raw losses.
+    * ``precision``: ``"bfloat16"`` runs VGG19 under bfloat16 autocast where native, else float32 with a
+      warning (``"auto"``: quietly; :mod:`nstlib.precision`); pixels, Grams and losses stay float32.
 
     Same seed and same inputs on the CPU give the same output. In quick mode sizes and steps are
     capped and random weights are used (with a banner).
@@ -149,6 +153,7 @@ def stylize(
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     mix = blend_weights(style_blend_weights, len(styles))
     device = _choose_device(device)
+    dtype = choose_precision(precision, device)  # None: float32
 
     content_full, plan = _load_content(content, plan)
     styles_full = [load_image(s, style_size or plan[-1][0]) for s in styles]
@@ -156,23 +161,23 @@ def stylize(
         device, fast, content_layers=content_layers, style_layers=style_layers, content_weight=content_weight,
         style_weight=style_weight, tv_weight=tv_weight, layer_weights=layer_weights, weights=weights, pooling=pooling,
     )
-    objective = _pixel_loss(loss, preserve_color, fast)
+    objective = _pixel_loss(loss, preserve_color, fast, autocast(device, dtype))
     generator = torch.Generator().manual_seed(seed)
     image = None
     with _Recorder(started, sum(n for _, n in plan), callback, callback_every, progress, preserve_color) as recorder:
         for stage_size, stage_steps in plan:
-            content_img = _set_targets(loss, content_full, styles_full, mix, stage_size, style_size, preserve_color, device)
+            content_img = _set_targets(loss, content_full, styles_full, mix, stage_size, style_size, preserve_color,
+                                       device, dtype)
             param = _start_image(image, init, content_img, generator, preserve_color).to(device)
             param = param.contiguous().clone().requires_grad_(True)  # L-BFGS needs contiguous memory
             _optimise(param, objective, stage_steps, optimizer, lr, partial(recorder.record, content=content_img),
                       rescale_loss=rescale_loss)
             image = param.detach().clamp(0, 1)
     image = _finish(image, content_img, preserve_color)
-
     settings = _settings(
         loss, plan, scales, optimizer=optimizer, lr=lr, init=init, style_size=style_size, mix=mix,
         preserve_color=preserve_color, seed=seed, device=device, pooling=pooling, fast=fast,
-        rescale_loss=rescale_loss, image=image, started=started,
+        rescale_loss=rescale_loss, image=image, started=started, dtype=dtype,
     )
     return StylizeResult(image=image.cpu(), history=recorder.history, settings=settings)
 
@@ -264,33 +269,41 @@ def _perceptual_loss(device: torch.device, fast: bool, **options) -> PerceptualL
     return loss
 
 
-def _pixel_loss(loss: PerceptualLoss, preserve_color: bool, fast: bool) -> Callable[[torch.Tensor], dict]:
-    """The losses as a function of the optimised tensor (one luminance channel with ``preserve_color``)."""
+def _pixel_loss(loss: PerceptualLoss, preserve_color: bool, fast: bool, precision=None) -> Callable[[torch.Tensor], dict]:
+    """The losses as a function of the optimised tensor (one luminance channel with ``preserve_color``),
+    evaluated inside the context ``precision`` (an autocast, or None for float32)."""
     memory_format = torch.channels_last if fast else torch.contiguous_format
+    context = precision if precision is not None else contextlib.nullcontext()
 
     def losses_of(param: torch.Tensor) -> dict[str, torch.Tensor]:
         # the optimised tensor stays contiguous (L-BFGS flattens it); VGG gets its own layout
         rgb = param.expand(-1, 3, -1, -1) if preserve_color else param
-        return loss(rgb.contiguous(memory_format=memory_format))
+        with context:
+            return loss(rgb.contiguous(memory_format=memory_format))
 
     return losses_of
 
 
-def _set_targets(loss, content_full, styles_full, mix, size, style_size, preserve_color, device) -> torch.Tensor:
+def _set_targets(loss, content_full, styles_full, mix, size, style_size, preserve_color, device,
+                 dtype=None) -> torch.Tensor:
     """Set the content and (blended) style targets at long side ``size``; returns the content image.
 
     With ``preserve_color`` the targets are luminances, repeated to 3 channels: the content's Y,
-    and each style's Y matched to the mean and standard deviation of the content's.
+    and each style's Y matched to the mean and standard deviation of the content's. The targets are
+    computed in the precision of the optimisation (``dtype``: autocast, None for float32) and kept
+    in float32, so the content loss of the content image itself is exactly 0 in either.
     """
     content_img = load_image(content_full, size).to(device)
     style_imgs = [load_image(s, style_size or size).to(device) for s in styles_full]
-    if preserve_color:
-        content_y = luminance(content_img)
-        style_imgs = [match_luminance(luminance(s), content_y).clamp(0, 1).expand(-1, 3, -1, -1) for s in style_imgs]
-        loss.set_content(content_y.expand(-1, 3, -1, -1))
-    else:
-        loss.set_content(content_img)
-    loss.set_style(style_imgs, mix)
+    with autocast(device, dtype):
+        if preserve_color:
+            content_y = luminance(content_img)
+            style_imgs = [match_luminance(luminance(s), content_y).clamp(0, 1).expand(-1, 3, -1, -1) for s in style_imgs]
+            loss.set_content(content_y.expand(-1, 3, -1, -1))
+        else:
+            loss.set_content(content_img)
+        loss.set_style(style_imgs, mix)
+    loss.content_targets = {name: target.float() for name, target in loss.content_targets.items()}
     return content_img
 
 
@@ -326,7 +339,7 @@ class _Recorder:
         self.history: dict[str, list[float]] = {key: [] for key in (*LOSS_KEYS, "seconds")}
         self.started, self.total_steps = started, total_steps
         self.callback, self.callback_every, self.preserve_color = callback, callback_every, preserve_color
-        self.bar = tqdm(total=total_steps, desc="stylize", disable=not progress, leave=False)
+        self.bar = config.progress_bar(total=total_steps, desc="stylize", disable=not progress, leave=False)
 
     def __enter__(self) -> _Recorder:
         return self
@@ -399,7 +412,7 @@ def _optimise(param, loss_fn, steps: int, optimizer: str, lr: float, record, *, 
 
 
 def _settings(loss: PerceptualLoss, plan, scales, *, optimizer, lr, init, style_size, mix, preserve_color, seed,
-              device, pooling, fast, rescale_loss, image, started) -> dict:
+              device, pooling, fast, rescale_loss, image, started, dtype=None) -> dict:
     """Every setting used, JSON-serialisable (for papermill metrics): what :attr:`StylizeResult.settings` holds."""
     return {
         "steps": [n for _, n in plan] if scales is not None else plan[0][1],
@@ -423,6 +436,7 @@ def _settings(loss: PerceptualLoss, plan, scales, *, optimizer, lr, init, style_
         "pooling": pooling,
         "fast": bool(fast),
         "rescale_loss": bool(rescale_loss),
+        "precision": "float32" if dtype is None else str(dtype).removeprefix("torch."),
         "quick": config.quick_mode(),
         "output_shape": list(image.shape),
         "seconds": time.perf_counter() - started,

@@ -42,11 +42,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from . import training
 from .checkpoints import check_resume, restore_train_state
-from .config import set_seed
+from .config import progress_bar, set_seed
 from .fast import stylize_image, stylize_images
 from .images import save_image
 from .perceptual import PerceptualLoss
@@ -183,7 +182,7 @@ def _train(run: _MultiRun) -> None:
     o, plan = run.options, run.plan
     autocast = (torch.autocast(device_type="cuda", dtype=plan.amp_dtype) if plan.amp_dtype is not None
                 else nullcontext())
-    bar = tqdm(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
+    bar = progress_bar(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
     run.net.train()
     try:
         for epoch, batch in training._epoch_batches(run):

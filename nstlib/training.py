@@ -53,11 +53,13 @@ and ``style`` columns are unweighted; multiply by the weights to compare their s
 
 Mixed precision
 ---------------
-``amp`` works on CUDA only (ignored on the CPU and MPS): ``True`` picks bfloat16 on GPUs of
-compute capability 8.0 or newer (A100, L4, H100) and float16 on older ones (Colab's T4);
-``"float16"`` / ``"bfloat16"`` force one; ``False`` trains in float32. float16 steps go through
-a ``GradScaler`` (loss scaling against gradient underflow); bfloat16 has float32's exponent
-range and needs none. The Gram matrices and the losses are always float32.
+On CUDA ``amp=True`` picks bfloat16 on GPUs of compute capability 8.0 or newer (A100, L4, H100)
+and float16 on older ones (Colab's T4); ``"float16"`` / ``"bfloat16"`` force one; ``False`` trains
+in float32. float16 steps go through a ``GradScaler`` (loss scaling against gradient underflow);
+bfloat16 has float32's exponent range and needs none. On the CPU only ``amp="bfloat16"`` changes
+anything: bfloat16 autocast where the CPU computes it natively (AVX512-BF16, AMX, Arm BF16), else a
+warning and float32 (:mod:`nstlib.precision`); ``True`` stays float32 there, as on MPS. The Gram
+matrices and the losses are always float32.
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from . import config
+from . import config, distributed, precision
 from .checkpoints import (
     TRAIN_CHECKPOINT_KIND,
     check_resume,
     latest_train_checkpoint,
     restore_train_state,
+    rng_states,
     save_transform_net,
+    step_file,
     step_files,
     style_fingerprint,
     train_checkpoint,
@@ -163,6 +165,8 @@ class TrainResult:
     history: dict[str, list[float]]
     checkpoint_path: Path | None = None
     settings: dict = field(default_factory=dict)
+    rank: int = 0
+    """This process's rank when several trained together (:mod:`nstlib.distributed`); 0 for one process."""
 
     @property
     def steps(self) -> int:
@@ -174,7 +178,12 @@ class TrainResult:
         return {key: self.history[key][-1] for key in ("total", "content", "style", "tv") if self.history[key]}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the network alone with :func:`~nstlib.checkpoints.save_transform_net` (settings as metadata)."""
+        """Save the network alone with :func:`~nstlib.checkpoints.save_transform_net` (settings as metadata).
+
+        When several processes trained together, rank 0 writes the file and the others (holding the
+        same weights) only return the path."""
+        if self.rank != 0:
+            return Path(path)
         return save_transform_net(self.net, path, trainer="nstlib.train_transform_net", step=self.steps,
                                   settings=self.settings)
 
@@ -242,9 +251,9 @@ def train_transform_net(
     module docstring); ``weights`` of VGG19 ("imagenet", or None for seeded random weights).
     Optimisation: Adam with ``lr``; ``upsample`` ("nearest" or "transpose"); ``seed`` (global RNGs
     via :func:`nstlib.set_seed` at a fresh start, initial weights, data order); ``device`` (None:
-    :func:`nstlib.get_device`); ``num_workers`` (DataLoader processes); ``amp`` (mixed precision on
-    CUDA: True picks bfloat16 or float16 by GPU, "float16" / "bfloat16" force one, False is
-    float32; see the module docstring).
+    :func:`nstlib.get_device`); ``num_workers`` (DataLoader processes); ``amp`` (mixed precision: on
+    CUDA True picks bfloat16 or float16 by GPU, "float16" / "bfloat16" force one, False is float32;
+    on a CPU "bfloat16" where native; see the module docstring).
 
     Checkpoints (``checkpoint_dir``, e.g. on Google Drive; :mod:`nstlib.checkpoints`): every
     ``checkpoint_every`` steps and at the end, the newest ``keep_checkpoints`` kept.
@@ -266,22 +275,38 @@ def train_transform_net(
     :class:`TrainingDivergedError` naming the step, the loss and the last good checkpoint; a bad
     state is never saved. Quick mode caps ``steps``, ``image_size`` and ``style_size`` and uses
     random VGG19 weights.
+
+    Several processes (``torchrun --nproc_per_node N``): DistributedDataParallel, each rank on its
+    slice of every global ``batch_size`` batch; rank 0 alone reads and writes files, shows progress
+    and calls ``callback`` (:mod:`nstlib.distributed`).
     """
     options = _Options(**locals())  # every argument above, by name
     started = time.perf_counter()
     _check_data_and_loss(options)  # ValueErrors naming the argument, before anything slow
     _check_run_controls(options)
-    plan = _set_up(options)  # quick mode's caps, device, data, style and sample images, settings
-    run = _build(options, plan, _find_checkpoint(options))  # network, loss, Adam: fresh or resumed
-    if run.step >= plan.total_steps:
-        if progress:
-            print(f"Nothing to train: the checkpoint is at step {run.step} and steps={plan.total_steps}")
-        plan.settings["seconds"] = run.seconds_before
-        return TrainResult(run.net.eval(), run.history, run.last_path, plan.settings)
-    _train(run)  # batch, forward, perceptual loss, backward, step, record; samples, checkpoints, callback
-    plan.settings["seconds"] = run.history["seconds"][-1] if run.history["seconds"] else 0.0
-    plan.settings["total_seconds"] = time.perf_counter() - started
-    return TrainResult(run.net, run.history, run.last_path, plan.settings)
+    ranks = distributed.join(options.device)  # None for one process; torchrun's N: nstlib.distributed
+    try:
+        _for_rank(options, ranks)
+        plan = _set_up(options)  # quick mode's caps, device, data, style and sample images, settings
+        found = (_find_checkpoint(options) if ranks is None  # rank 0 finds it and hands it to the others
+                 else distributed.on_main(ranks, lambda: _find_checkpoint(options)))
+        run = _build(options, plan, found, ranks)  # network, loss, Adam: fresh or resumed
+        if run.step >= plan.total_steps:
+            return _nothing_to_train(run)
+        _train(run)  # batch, forward, perceptual loss, backward, step, record; samples, checkpoints, callback
+        plan.settings["seconds"] = run.history["seconds"][-1] if run.history["seconds"] else 0.0
+        plan.settings["total_seconds"] = time.perf_counter() - started
+        return TrainResult(run.net, run.history, run.last_path, plan.settings, getattr(ranks, "rank", 0))
+    finally:
+        distributed.leave(ranks)
+
+
+def _nothing_to_train(run: _Run) -> TrainResult:
+    """The result of a call whose checkpoint already has ``steps`` steps: the checkpoint's network."""
+    if run.options.progress:
+        print(f"Nothing to train: the checkpoint is at step {run.step} and steps={run.plan.total_steps}")
+    run.plan.settings["seconds"] = run.seconds_before
+    return TrainResult(run.net.eval(), run.history, run.last_path, run.plan.settings, getattr(run.ranks, "rank", 0))
 
 
 # --------------------------------------------------------------------------------------
@@ -355,6 +380,8 @@ class _Run:
     last_path: Path | None = None
     seconds_before: float = 0.0  # training time of the runs this one resumes
     loop_started: float = 0.0
+    ranks: distributed.Ranks | None = None  # several processes: this one's place (nstlib.distributed)
+    ddp: Any = None  # then: DistributedDataParallel(net), which the training step calls
 
     def seconds(self) -> float:
         """Training time so far, across resumptions."""
@@ -418,6 +445,17 @@ def _check_run_controls(o: _Options) -> None:
         o.checkpoint_dir = Path(o.checkpoint_dir).expanduser()
         if o.checkpoint_dir.exists() and not o.checkpoint_dir.is_dir():
             raise ValueError(f"checkpoint_dir={str(o.checkpoint_dir)!r} is a file: pass a folder")
+
+
+def _for_rank(o: _Options, ranks: distributed.Ranks | None) -> None:
+    """With several processes: the global batch must split evenly; each rank trains on its own GPU; ranks
+    other than 0 show no progress, call no callback and make no samples (rank 0 does, for all)."""
+    if ranks is None:
+        return
+    distributed.check_batch(o.batch_size, ranks)
+    o.device = distributed.device_for(ranks, o.device)
+    if not ranks.is_main:
+        o.progress, o.callback, o.sample_images = False, None, None
 
 
 def _set_up(o: _Options) -> _Plan:
@@ -502,11 +540,16 @@ def _find_checkpoint(o: _Options) -> tuple[Path, dict] | None:
     return None
 
 
-def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None) -> _Run:
+def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None,
+           ranks: distributed.Ranks | None = None) -> _Run:
     """The network, the perceptual loss with its style targets, Adam and the GradScaler; a fresh start
-    seeds the global RNGs first, a resumed one loads the checkpoint and its RNG states last."""
+    seeds the global RNGs first, a resumed one loads the checkpoint and its RNG states last (each
+    rank its own). With several processes the network is wrapped in ``DistributedDataParallel``."""
     if checkpoint is None:
         set_seed(o.seed)
+    if o.amp == "bfloat16" and plan.device.type == "cpu":  # bfloat16 autocast where this CPU has it natively
+        plan.amp_dtype = precision.choose("bfloat16", plan.device, "amp")
+        plan.settings["amp"] = "bfloat16" if plan.amp_dtype is not None else None
     net = TransformerNet(upsample=o.upsample)
     loss = PerceptualLoss(o.content_layers, o.style_layers, content_weight=o.content_weight,
                           style_weight=o.style_weight, tv_weight=o.tv_weight, layer_weights=o.layer_weights,
@@ -523,11 +566,16 @@ def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None) -> _R
     if checkpoint is not None:
         run.last_path, state = checkpoint
         check_resume(state.get("settings", {}), plan.settings, run.last_path)
-        run.history, run.step = restore_train_state(state, net, optimizer, scaler, HISTORY_KEYS, lr=o.lr)
+        run.history, run.step = restore_train_state(state, net, optimizer, scaler, HISTORY_KEYS, lr=o.lr,
+                                                    **({} if ranks is None else {"rank": ranks.rank,
+                                                                                 "world_size": ranks.world_size}))
         if o.progress:
             saved_lr = state.get("settings", {}).get("lr", o.lr)
             changed = f", lr {o.lr:g} instead of the checkpoint's {saved_lr:g}" if saved_lr != o.lr else ""
             print(f"Resuming from {run.last_path} (step {run.step} of {plan.total_steps}{changed})")
+    if ranks is not None:
+        plan.settings["world_size"] = ranks.world_size
+        run.ranks, run.ddp = ranks, distributed.wrap(net, plan.device)
     run.seconds_before = run.history["seconds"][-1] if run.history["seconds"] else 0.0
     run.loop_started = time.perf_counter()
     return run
@@ -540,9 +588,8 @@ def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None) -> _R
 def _train(run: _Run) -> None:
     """One optimiser step per batch from ``run.step`` to ``total_steps``; the network ends in eval mode."""
     o, plan = run.options, run.plan
-    autocast = (torch.autocast(device_type="cuda", dtype=plan.amp_dtype) if plan.amp_dtype is not None
-                else nullcontext())
-    bar = tqdm(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
+    autocast = precision.autocast(plan.device, plan.amp_dtype)  # a no-op for float32
+    bar = config.progress_bar(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
     run.net.train()
     try:
         for epoch, batch in _epoch_batches(run):
@@ -553,20 +600,23 @@ def _train(run: _Run) -> None:
             _after_step(run, epoch, losses, bar)
     finally:
         bar.close()
+    if run.ranks is not None:
+        distributed.barrier()  # rank 0's last checkpoint is written before any rank goes on
     run.net.eval()
 
 
 def _epoch_batches(run: _Run):
     """``(epoch, batch)`` from step ``run.step`` on: the rest of the current epoch, then whole epochs,
-    each in :func:`epoch_order`, until ``total_steps``."""
+    each in :func:`epoch_order`, until ``total_steps``; with several processes, this rank's slice of each."""
     o, plan = run.options, run.plan
+    shard = (0, 1) if getattr(run, "ranks", None) is None else (run.ranks.rank, run.ranks.world_size)
     step = run.step
     while step < plan.total_steps:
         epoch, first = divmod(step, plan.steps_per_epoch)
         count = min(plan.steps_per_epoch, first + plan.total_steps - step)
         order = epoch_order(len(plan.data), o.seed, epoch)
         for batch in _batches(plan.data, order, o.batch_size, first, count, plan.image_size, o.num_workers,
-                              o.seed, epoch, plan.device.type == "cuda"):
+                              o.seed, epoch, plan.device.type == "cuda", shard):
             yield epoch, batch
         step += count - first
 
@@ -575,14 +625,17 @@ def _train_step(run: _Run, x: torch.Tensor, autocast) -> dict[str, float]:
     """``y = f(x)``, the perceptual loss of ``y`` (content target: the features of ``x`` itself),
     backward and an Adam step; returns the four losses as floats. A non-finite loss raises
     :class:`TrainingDivergedError` before the backward pass, so the weights stay good.
-    ``autocast`` (mixed precision, or a no-op) covers the forward pass and the loss only."""
+    ``autocast`` (mixed precision, or a no-op) covers the forward pass and the loss only. With several
+    processes the losses are the means over the ranks (the global batch's), so all ranks stop together."""
     run.optimizer.zero_grad(set_to_none=True)
     with autocast:
-        y = run.net(x)
+        y = (run.net if run.ddp is None else run.ddp)(x)
         with torch.no_grad():  # the content targets: the VGG features of the input itself
             features = run.loss.extractor(x)
         losses = run.loss(y, content_targets={name: features[name] for name in run.options.content_layers})
     values = {key: float(losses[key].detach()) for key in ("total", "content", "style", "tv")}
+    if run.ranks is not None:
+        values = distributed.mean_across(values, run.ranks)
     bad = [key for key in ("content", "style", "tv", "total") if not math.isfinite(values[key])]
     if bad:
         raise _diverged(run, bad, values)
@@ -631,15 +684,20 @@ def _make_samples(run: _Run) -> list[torch.Tensor]:
 
 def _save_checkpoint(run: _Run) -> None:
     """Check that every weight is finite (else :class:`TrainingDivergedError`, nothing saved), then
-    write the checkpoint with ``checkpoint_dir`` (:func:`nstlib.checkpoints.write_train_checkpoint`)."""
+    write the checkpoint with ``checkpoint_dir`` (:func:`nstlib.checkpoints.write_train_checkpoint`; with
+    several processes rank 0 writes it, with every rank's RNG states)."""
     if not all(torch.isfinite(p).all() for p in run.net.parameters()):
         raise _diverged(run, ["network weights"], {"network weights": float("nan")})
-    o = run.options
+    o, ranks = run.options, getattr(run, "ranks", None)
     if o.checkpoint_dir is not None:
         run.plan.settings["seconds"] = run.seconds()
+        rng_ranks = None if ranks is None else distributed.gather(rng_states())  # every rank's, to resume exactly
+        if ranks is not None and not ranks.is_main:
+            run.last_path = step_file(o.checkpoint_dir, run.step)  # rank 0 writes it
+            return
         state = train_checkpoint(run.net, run.optimizer, run.scaler, step=run.step,
                                  steps_per_epoch=run.plan.steps_per_epoch, seed=o.seed, history=run.history,
-                                 settings=run.plan.settings)
+                                 settings=run.plan.settings, rng_ranks=rng_ranks)
         run.last_path = write_train_checkpoint(o.checkpoint_dir, run.step, state, o.keep_checkpoints)
 
 
@@ -752,9 +810,12 @@ def _open(dataset: Any, image_size: int) -> Dataset:
 
 
 def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, first: int, count: int,
-             image_size: int, num_workers: int, seed: int, epoch: int, pin: bool) -> DataLoader:
-    """Batches ``first .. count - 1`` of one epoch (each ``batch_size`` indices of ``order``)."""
-    indices = [order[b * batch_size:(b + 1) * batch_size].tolist() for b in range(first, count)]
+             image_size: int, num_workers: int, seed: int, epoch: int, pin: bool,
+             shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """Batches ``first .. count - 1`` of one epoch (each ``batch_size`` indices of ``order``); of each,
+    the slice of rank ``shard[0]`` of ``shard[1]`` processes (:func:`nstlib.distributed.shard`)."""
+    indices = [distributed.shard(order[b * batch_size:(b + 1) * batch_size].tolist(), *shard)
+               for b in range(first, count)]
     # The loader's own generator (used for worker seeds) is seeded too, so it never draws from the global RNG.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
     return DataLoader(dataset, batch_sampler=indices, num_workers=num_workers, collate_fn=_Collate(image_size),

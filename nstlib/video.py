@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import config
 from .fileio import atomic_write
@@ -637,7 +636,7 @@ def stylize_video(input_path: str | os.PathLike, output_path: str | os.PathLike,
 
         def write(handle) -> None:
             with av.open(handle, "w", format=container_format) as container, \
-                    tqdm(total=total, desc="stylize video", unit="frame", disable=not progress) as bar:
+                    config.progress_bar(total=total, desc="stylize video", unit="frame", disable=not progress) as bar:
                 output = _Output(av, container, codec, rate, crf, audio_source, audio)
                 counts["run"] = _stylize_frames(inp, source, output, stylize_frame, size=size, blend=blend,
                                                 max_frames=max_frames, bar=bar)

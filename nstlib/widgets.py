@@ -21,13 +21,21 @@ Jupyter kernel whose current cell was sent by a live front end. Interactive fron
 All the logic works without a browser: :class:`StyleExplorer` builds the widgets, and
 :meth:`StyleExplorer.run` reads them, runs :func:`nstlib.stylize` and returns its
 :class:`~nstlib.StylizeResult` (the button only calls :meth:`~StyleExplorer.run`).
+
+The explorer draws its pictures into ``Image`` widgets (PNG bytes), which every widget front end
+can show (an ``Output`` widget fails to load in the classic Notebook with ipywidgets 7 and blanks
+the whole explorer). :func:`upload_image` asks for one image from the student's computer: on Colab
+through ``google.colab.files.upload()`` (Colab's ``FileUpload`` widget is reported to lose files of
+1 MB or more, ipywidgets issue 3452), elsewhere through a ``FileUpload`` button.
 """
 
 from __future__ import annotations
 
 import html
+import importlib.util
 import io
 import math
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePath
@@ -36,25 +44,41 @@ from typing import Any
 import torch
 
 from . import gatys  # gatys.stylize is looked up at run time, so it can be replaced (tests, instructors)
+from .config import live_frontend
 from .data.samples import get_sample, is_sample, sample_names
 from .images import load_image, resize, to_pil
 from .layers import LAYER_PRESETS
-from .plotting import show_images
+from .plotting import _figure_png, show_images
 
-__all__ = ["FALLBACK_MESSAGE", "StyleExplorer", "decode_upload", "explore", "live_frontend"]
+__all__ = [
+    "FALLBACK_MESSAGE", "ImageUpload", "StyleExplorer", "decode_upload", "explore", "in_colab", "live_frontend",
+    "upload_image",
+]
+
+DIRECT_CALL = """\
+    result = nstlib.stylize("tubingen", "starry_night", size=128, steps=50,
+                            content_weight=1, style_weight=1e6, tv_weight=0,
+                            **nstlib.LAYER_PRESETS["gatys"])
+    nstlib.show_images([result.image])"""
 
 FALLBACK_MESSAGE = """\
 The style explorer needs a live Jupyter or Colab session (it uses ipywidgets), and this
 output was made without one (a script, a test run or a static web page).
 Run this notebook in Jupyter or Colab to get the sliders, or call the same function directly:
 
-    result = nstlib.stylize("tubingen", "starry_night", size=128, steps=50,
-                            content_weight=1, style_weight=1e6, tv_weight=0,
-                            **nstlib.LAYER_PRESETS["gatys"])
-    nstlib.show_images([result.image])
+""" + DIRECT_CALL + """
 
 (To force the widgets anyway: nstlib.explore(..., interactive=True).)"""
 """What :func:`explore` prints where widgets cannot render."""
+
+WIDGET_ERROR_MESSAGE = """\
+The style explorer could not create its widgets: {error}
+Your ipywidgets ({version}) and the notebook's widget extension probably do not match: JupyterLab 4
+and Notebook 7 need ipywidgets 8 (`pip install -U "ipywidgets>=8"`, then restart the kernel and
+reload the page). Meanwhile, call the same function directly:
+
+""" + DIRECT_CALL
+"""What :func:`explore` prints when a widget cannot be created (the error and ipywidgets' version filled in)."""
 
 UPLOADED = "uploaded: "
 """Prefix of the drop-down entry that stands for an uploaded image."""
@@ -65,27 +89,19 @@ MAX_UPLOAD_SIDE = 1024
 TV_OFF = 1e-6
 """The TV slider's leftmost value, which means ``tv_weight = 0`` (a log slider cannot reach 0)."""
 
+DESCRIPTION_WIDTH = "150px"
+"""Width of the labels left of the controls: "TV weight (min=off)" fits in it (tests/test_widgets.py measures)."""
+
+COLAB_UPLOAD_HINT = (
+    "On Colab, files of 1 MB or more can get lost through the upload buttons: run "
+    "<code>upload = nstlib.upload_image()</code>, then "
+    "<code>nstlib.explore(upload.image()[1])</code>."
+)
+"""Added to the explorer's first status line on Colab."""
+
 
 # --------------------------------------------------------------------------------------
 # where widgets can render
-
-
-def live_frontend() -> bool:
-    """True when the code runs in a Jupyter kernel and the current cell came from a live front end.
-
-    The test is ``get_ipython().kernel._allow_stdin``: ipykernel sets it for each cell from the
-    request's ``allow_stdin`` flag, which interactive front ends (JupyterLab, Notebook, VS Code,
-    Colab) send as true and headless runners (nbval, nbclient, papermill, Jupyter Book) as false.
-    False without IPython, without a kernel (plain Python, terminal IPython) or without ipywidgets.
-    """
-    try:
-        from IPython import get_ipython
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    shell = get_ipython()
-    kernel = getattr(shell, "kernel", None)
-    return bool(kernel is not None and getattr(kernel, "_allow_stdin", False))
 
 
 def explore(
@@ -103,7 +119,9 @@ def explore(
     ``content`` / ``style`` are sample names (default ``tubingen`` / ``starry_night``) or any
     image :func:`~nstlib.load_image` takes; ``options`` go to :class:`StyleExplorer` (for example
     ``style_weight=1e9``, ``layers="seed"``, ``weights=None``). Never raises for a missing front
-    end: with ``interactive=True`` but no ipywidgets, it prints the message as well.
+    end: with ``interactive=True`` but no ipywidgets, it prints the message as well. A widget that
+    cannot be created (ipywidgets too old, say) prints :data:`WIDGET_ERROR_MESSAGE` and returns
+    None; bad arguments still raise ``ValueError``.
     """
     if interactive is None:
         interactive = live_frontend()
@@ -112,6 +130,14 @@ def explore(
             explorer = StyleExplorer(content, style, size=size, steps=steps, **options)
         except ImportError:
             interactive = False
+        except ValueError:
+            raise
+        except Exception as error:  # a widget that this ipywidgets cannot make: say so in plain text
+            import ipywidgets
+
+            print(WIDGET_ERROR_MESSAGE.format(error=f"{type(error).__name__}: {error}",
+                                              version=getattr(ipywidgets, "__version__", "unknown version")))
+            return None
         else:
             from IPython.display import display
 
@@ -129,7 +155,8 @@ def decode_upload(value: Any) -> tuple[str, torch.Tensor] | None:
     """The first file of a ``FileUpload`` value as ``(file name, [1, 3, H, W] image)``, or None if empty.
 
     Accepts ipywidgets 8 values (a tuple of dicts with ``name`` and ``content``), ipywidgets 7
-    values (``{name: {"content": bytes, ...}}``) and plain ``bytes``. The bytes go through
+    values (``{name: {"content": bytes, ...}}``), what ``google.colab.files.upload()`` returns
+    (``{name: bytes}``) and plain ``bytes``. The bytes go through
     :func:`~nstlib.load_image` (all its checks: broken files raise :class:`~nstlib.ImageError`);
     images larger than :data:`MAX_UPLOAD_SIDE` pixels are shrunk to it.
     """
@@ -140,7 +167,7 @@ def decode_upload(value: Any) -> tuple[str, torch.Tensor] | None:
         name, data = "upload", bytes(value)
     elif isinstance(value, Mapping):
         name, entry = next(iter(value.items()))
-        data = bytes(entry["content"])
+        data = bytes(entry["content"]) if isinstance(entry, Mapping) else bytes(entry)
     else:
         entry = value[0]
         name, data = entry.get("name", "upload"), bytes(entry["content"])
@@ -152,6 +179,68 @@ def decode_upload(value: Any) -> tuple[str, torch.Tensor] | None:
     if max(image.shape[-2:]) > MAX_UPLOAD_SIDE:
         image = resize(image, MAX_UPLOAD_SIDE)
     return name, image
+
+
+def in_colab() -> bool:
+    """True in a Google Colab runtime: its ``google.colab`` package is imported or importable."""
+    if "google.colab" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):  # no "google" package at all, or a module without a spec
+        return False
+
+
+class ImageUpload:
+    """One image from the student's computer, through the upload path that works where the code runs.
+
+    On Colab (:func:`in_colab`) the constructor calls ``google.colab.files.upload()`` at once: Colab
+    shows a *Choose files* button under the cell, and the cell waits until a file is chosen or the
+    upload is cancelled. Elsewhere it makes an ipywidgets ``FileUpload`` button (``widget``) that the
+    notebook displays; the file arrives when the student picks it, and a later cell reads it.
+
+    :meth:`image` decodes what arrived with :func:`decode_upload`: ``(file name, [1, 3, H, W] image)``,
+    or None when nothing was uploaded. ``value`` is the raw value (Colab's ``{name: bytes}``, or the
+    widget's value, whose format differs between ipywidgets 7 and 8).
+    """
+
+    def __init__(self, description: str = "Upload", *, colab: bool | None = None):
+        self.colab = in_colab() if colab is None else bool(colab)
+        self.widget = None
+        self.files: dict[str, bytes] = {}
+        if self.colab:
+            from google.colab import files
+
+            self.files = dict(files.upload() or {})
+        else:
+            import ipywidgets as w
+
+            self.widget = w.FileUpload(accept="image/*", multiple=False, description=description)
+
+    @property
+    def value(self) -> Any:
+        """Colab's ``{file name: bytes}``, or the ``FileUpload`` widget's value."""
+        return self.files if self.colab else self.widget.value
+
+    def image(self) -> tuple[str, torch.Tensor] | None:
+        """``(file name, [1, 3, H, W] image)`` of the uploaded file, or None; broken files raise ImageError."""
+        return decode_upload(self.value)
+
+    def _repr_mimebundle_(self, **kwargs):
+        if self.widget is not None:
+            return self.widget._repr_mimebundle_(**kwargs)
+        names = ", ".join(f"{PurePath(name).name} ({len(data):,} bytes)" for name, data in self.files.items())
+        return {"text/plain": f"uploaded: {names}" if names else "nothing uploaded"}
+
+
+def upload_image(description: str = "Upload") -> ImageUpload:
+    """An :class:`ImageUpload`: on Colab asks for the file now, elsewhere returns a button to display.
+
+    >>> upload = nstlib.upload_image()            # doctest: +SKIP
+    >>> display(upload)                           # Colab: what arrived; Jupyter: the Upload button
+    >>> uploaded = upload.image()                 # in the next cell: (name, image) or None
+    """
+    return ImageUpload(description)
 
 
 # --------------------------------------------------------------------------------------
@@ -173,8 +262,9 @@ class StyleExplorer:
     slider's leftmost value :data:`TV_OFF` means 0), ``layers`` (Dropdown of
     :data:`~nstlib.LAYER_PRESETS` keys), ``optimizer``, ``init`` (Dropdowns), ``preserve_color``
     (Checkbox), ``size`` (IntSlider), ``steps`` (IntText), ``run_button``. Outputs: ``progress``
-    (IntProgress), ``live`` (Image updated while optimising), ``output`` (the before/after
-    figure), ``status`` (HTML line). After a run, ``result`` holds the
+    (IntProgress), ``live`` (Image updated while optimising, hidden until the first run),
+    ``comparison`` (Image: a "press Run" placeholder, then the before/after figure as PNG),
+    ``status`` (HTML line). After a run, ``result`` holds the
     :class:`~nstlib.StylizeResult` and ``figure`` the before/after figure.
 
     ``weights``, ``device`` and ``seed`` are passed to every run unchanged (``weights=None`` uses
@@ -214,8 +304,8 @@ class StyleExplorer:
         self.figure = None
         self._images: dict[str, Any] = {}  # dropdown label -> image for non-sample choices
 
-        wide = w.Layout(width="420px")
-        style_desc = {"description_width": "110px"}
+        wide = w.Layout(width="460px")
+        style_desc = {"description_width": DESCRIPTION_WIDTH}
         self.content = w.Dropdown(options=sample_names("content"), description="Content", style=style_desc, layout=wide)
         self.style = w.Dropdown(options=sample_names("style"), description="Style", style=style_desc, layout=wide)
         self._choose(self.content, content, "tubingen", "content")
@@ -245,9 +335,10 @@ class StyleExplorer:
         self.run_button = w.Button(description="Run", button_style="primary", icon="paint-brush")
         self.run_button.on_click(lambda _button: self.run())
         self.progress = w.IntProgress(value=0, min=0, max=max(int(steps), 1), description="Progress", style=style_desc)
-        self.live = w.Image(format="png", layout=w.Layout(max_width="256px"))
-        self.output = w.Output()
-        self.status = w.HTML(value="Pick images and weights, then press <b>Run</b>.")
+        self.live = w.Image(format="png", layout=w.Layout(max_width="256px", display="none"))
+        self.comparison = w.Image(value=_placeholder_png(PLACEHOLDER_TEXT), format="png")
+        hint = "<br>" + COLAB_UPLOAD_HINT if in_colab() else ""
+        self.status = w.HTML(value="Pick images and weights, then press <b>Run</b>." + hint)
 
         controls = w.VBox([
             w.HBox([self.content, self.content_upload]),
@@ -257,7 +348,7 @@ class StyleExplorer:
             w.HBox([self.init, self.preserve_color]),
             self.size, w.HBox([self.steps, self.run_button]),
         ])
-        self.widget = w.VBox([controls, self.progress, self.status, self.live, self.output])
+        self.widget = w.VBox([controls, self.progress, self.status, self.live, self.comparison])
 
     def _choose(self, dropdown, image, default: str, kind: str) -> None:
         """Select ``image`` in ``dropdown``: a sample name directly, anything else as an extra entry."""
@@ -339,6 +430,7 @@ class StyleExplorer:
         self.run_button.disabled = True
         self.progress.value, self.progress.max = 0, max(options["steps"], 1)
         self.progress.bar_style = ""
+        self.live.layout.display = None  # shown from the first run on
         self._set_status(f"Running {options['steps']} steps at {options['size']} px ...")
         every = max(1, options["steps"] // 10)
 
@@ -369,11 +461,7 @@ class StyleExplorer:
         return result
 
     def _show(self, figure) -> None:
-        from IPython.display import display
-
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(figure)
+        self.comparison.value = _figure_png(figure)
 
     def _set_status(self, text: str, error: bool = False) -> None:
         message = html.escape(text) if error else text
@@ -381,6 +469,28 @@ class StyleExplorer:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+PLACEHOLDER_TEXT = "Press Run: the before / after comparison appears here."
+"""What the comparison picture says before the first run (instead of a broken-image icon)."""
+
+
+def _placeholder_png(text: str, width: int = 480, height: int = 60) -> bytes:
+    """PNG bytes of a light grey ``width`` x ``height`` box with ``text`` in dark grey.
+
+    The font is PIL's default, at 15 px where Pillow can scale it (10.1 and later, with FreeType).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=15)  # Pillow >= 10.1 with FreeType
+    except (TypeError, ImportError, OSError):
+        font = ImageFont.load_default()
+    picture = Image.new("RGB", (width, height), (238, 238, 238))
+    ImageDraw.Draw(picture).text((12, height // 2 - 9), text, fill=(60, 60, 60), font=font)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _png(image: torch.Tensor) -> bytes:

@@ -4,7 +4,10 @@ The notebooks themselves are executed by nbval in quick mode (second half of ``m
 """
 
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (a dev dependency there)
+    import tomli as tomllib
 from pathlib import Path
 
 import nbformat
@@ -14,8 +17,10 @@ from nstlib.course.book import CHECK_MARK, is_checked, notebook_paths, strip_out
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebook_paths(ROOT / "notebooks")
-REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+REPOSITORY = PROJECT["urls"]["Repository"]
 SLUG = REPOSITORY.removeprefix("https://github.com/")
+VERSION = PROJECT["version"]
 
 
 def test_there_are_notebooks_and_they_are_numbered_in_order():
@@ -103,3 +108,44 @@ def test_no_quick_mode_switch_inside_notebooks(notebook):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert "NSTLIB_QUICK" not in cell.source, f"{path.name}: quick mode lives in nstlib, not in cells"
+
+
+def test_colab_gets_a_gpu_runtime(notebook):
+    path, nb = notebook
+    assert nb.metadata.get("accelerator") == "GPU", f"{path.name}: set metadata accelerator: GPU for Colab"
+
+
+@pytest.mark.parametrize("pip_succeeds", [True, False], ids=["pip ok", "pip fails"])
+def test_setup_cell_installs_this_release_and_shows_pips_errors(notebook, pip_succeeds, monkeypatch, capsys):
+    """Run the setup cell as on a fresh Colab runtime (nstlib not importable) with pip faked: it installs the
+    tag v<pyproject version> without --quiet, and on failure prints pip's messages and stops."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    path, nb = notebook
+    source = next(c for c in nb.cells if c.cell_type == "code").source
+    assert re.search(rf'^NSTLIB_VERSION = "{re.escape(VERSION)}"$', source, flags=re.M), (
+        f"{path.name}: the setup cell's NSTLIB_VERSION must be pyproject's version {VERSION}")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nstlib" else find_spec(name, *a))
+    calls = []
+
+    def pip(args, **kwargs):
+        calls.append((args, kwargs))
+        return subprocess.CompletedProcess(args, 0 if pip_succeeds else 1, stdout="Collecting nstlib (pip's log)\n",
+                                           stderr="" if pip_succeeds else "ERROR: pip's own error message\n")
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    if pip_succeeds:
+        exec(compile(source, f"{path.name} setup cell", "exec"), {})
+    else:
+        with pytest.raises(RuntimeError, match=f"pip could not install nstlib {re.escape(VERSION)}"):
+            exec(compile(source, f"{path.name} setup cell", "exec"), {})
+    out = capsys.readouterr().out
+    (args, kwargs), = calls
+    assert args == [sys.executable, "-m", "pip", "install", f"git+{REPOSITORY}@v{VERSION}"], f"{path.name}: {args}"
+    assert kwargs.get("capture_output") and kwargs.get("text"), f"{path.name}: pip's output is captured, to be shown"
+    assert ("ERROR: pip's own error message" in out and "Collecting nstlib (pip's log)" in out) != pip_succeeds
+    if pip_succeeds:
+        assert "Note: this notebook was written for" not in out, "nstlib.__version__ must equal pyproject's version"

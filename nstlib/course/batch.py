@@ -51,6 +51,10 @@ mode). A failed run is reported and does not stop the others; invoking the batch
 run already complete with the same hash, so a crashed batch resumes where it stopped. At the end
 ``figure.png``/``figure.pdf`` (image grid with row and column labels) and ``table.csv``/
 ``table.md`` (parameters and metrics per run) are written into the output folder.
+
+``--scheduler ADDRESS`` (``local:N`` for a local Dask cluster of N workers) runs each notebook as a
+task on a ``dask.distributed`` cluster instead of the local process pool, with the same folders,
+records, resumption and figure; the files come back to this machine (:mod:`nstlib.course.cluster`).
 """
 
 from __future__ import annotations
@@ -70,7 +74,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from .. import config
 from ..fileio import atomic_write_json, atomic_write_text
@@ -373,18 +376,32 @@ def execute_run(notebook: str, folder: str, parameters: dict[str, Any], key: str
     return record
 
 
-def run_grid(grid: Grid, *, workers: int = 1, force: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Execute every incomplete run (``workers`` in parallel); returns all runs' records in grid order."""
+def run_grid(grid: Grid, *, workers: int = 1, force: bool = False, progress: bool = True,
+             scheduler: Any = None) -> list[dict[str, Any]]:
+    """Execute every incomplete run (``workers`` in parallel); returns all runs' records in grid order.
+
+    With ``scheduler`` (``"local:N"``, a Dask scheduler address or file, a cluster or a client) the
+    runs are tasks on that Dask cluster instead (:mod:`nstlib.course.cluster`), and ``workers`` must
+    stay 1: the cluster's workers are the parallelism.
+    """
     if workers < 1:
         raise ValueError(f"workers={workers} must be at least 1")
+    if scheduler is not None and workers != 1:
+        raise ValueError(f"--workers {workers} and --scheduler exclude each other: on a cluster its workers run "
+                         "the runs in parallel (local:N starts N of them)")
     grid.output.mkdir(parents=True, exist_ok=True)
     todo = [run for run in grid.runs if force or not run.is_complete()]
     skipped = len(grid.runs) - len(todo)
-    bar = tqdm(total=len(grid.runs), initial=skipped, desc=f"batch {grid.path.stem}", unit="run", disable=not progress)
+    bar = config.progress_bar(total=len(grid.runs), initial=skipped, desc=f"batch {grid.path.stem}", unit="run", disable=not progress)
     if skipped:
         bar.write(f"{skipped} run(s) already complete: skipped")
     arguments = [(str(r.notebook), str(r.folder), r.parameters, r.key, r.axes) for r in todo]
-    if workers == 1 or len(todo) <= 1:
+    if scheduler is not None and todo:
+        from .cluster import run_on_cluster
+
+        for record in run_on_cluster(todo, scheduler, execute_run):
+            _report(bar, record)
+    elif workers == 1 or len(todo) <= 1:
         for args in arguments:
             _report(bar, execute_run(*args))
     else:
@@ -531,13 +548,15 @@ def write_figure(grid: Grid) -> list[Path]:
     return [save_figure(figure, grid.output / f"figure.{suffix}") for suffix in ("png", "pdf")]
 
 
-def run_batch(path: str | Path, *, output: str | Path | None = None, workers: int = 1, force: bool = False, progress: bool = True) -> Grid:
-    """Load ``path``, execute its runs, write the figure and the table; returns the grid."""
+def run_batch(path: str | Path, *, output: str | Path | None = None, workers: int = 1, force: bool = False,
+              progress: bool = True, scheduler: Any = None) -> Grid:
+    """Load ``path``, execute its runs (on a Dask cluster with ``scheduler``: see :func:`run_grid`), write
+    the figure and the table; returns the grid."""
     grid = load_grid(path, output)
     if grid.cut:
         print(f"quick mode: {grid.path.name}: each grid axis keeps its first {QUICK_AXIS_VALUES} values "
               f"(dropped: {', '.join(f'{k} {n}' for k, n in grid.cut.items())})")
-    records = run_grid(grid, workers=workers, force=force, progress=progress)
+    records = run_grid(grid, workers=workers, force=force, progress=progress, scheduler=scheduler)
     write_table(grid)
     drawn = write_figure(grid)
     print(_summary(grid, records, drawn))
@@ -558,7 +577,8 @@ def _summary(grid: Grid, records: list[dict[str, Any]], drawn: list[Path]) -> st
 
 
 def run_arguments(args: argparse.Namespace) -> int:
-    """Run every grid named in ``args`` (``grids``, ``output``, ``workers``, ``force``: ``nstlib batch``'s options).
+    """Run every grid named in ``args`` (``grids``, ``output``, ``workers``, ``force``, ``scheduler``:
+    ``nstlib batch``'s options).
 
     Returns 0 when every run is complete, 1 when a run failed; a bad grid file or option raises
     :class:`GridError`.
@@ -567,7 +587,8 @@ def run_arguments(args: argparse.Namespace) -> int:
         raise GridError("--output needs a single grid file")
     status = 0
     for path in args.grids:
-        grid = run_batch(path, output=args.output, workers=args.workers, force=args.force)
+        grid = run_batch(path, output=args.output, workers=args.workers, force=args.force,
+                         scheduler=getattr(args, "scheduler", None))
         if not all(r.is_complete() for r in grid.runs):
             status = 1
     return status

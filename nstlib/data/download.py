@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Iterator
 
 from filelock import FileLock, Timeout
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.write only: bars come from progress_bar
 
 from .. import config
 
@@ -260,7 +260,7 @@ def _attempt(url: str, part: Path, *, size: int | None, timeout: float, progress
                                 "the file changed upstream (or the link serves something else): check the URL, "
                                 "or use a mirror (NSTLIB_MIRROR) that holds the expected file")
         received = 0
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+        with open(part, mode) as f, config.progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
                                          unit_divisor=1024, desc=desc, disable=not progress) as bar:
             while True:
                 try:

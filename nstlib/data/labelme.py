@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Iterator
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .. import config
 from .download import DownloadError, download, sha256_file
@@ -356,7 +355,7 @@ def download_labelme(dest: str | os.PathLike | None = None, n: int = 20000, *, b
     dest.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix=".listing-", dir=dest) as tmp, \
-            tqdm(total=n, unit="img", desc="LabelMe", disable=not progress) as bar:
+            config.progress_bar(total=n, unit="img", desc="LabelMe", disable=not progress) as bar:
         crawl = _Crawl(dest, base_url, workers, retries, backoff, timeout, max_pixels, Path(tmp))
         fetched, exhausted = _crawl_into(crawl, entries, n, workers, bar)
     _report(dest, n, fetched, crawl.failures, exhausted, base_url)
