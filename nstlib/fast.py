@@ -7,11 +7,12 @@ takes one image, :func:`stylize_images` a batch or a list (grouped by size, run 
 Backends (``backend=``), the same network computed three ways on a CPU:
 
 * ``"torch"``: PyTorch in float32, ``net(image)`` exactly (the reference; the only choice on a GPU).
-* ``"bfloat16"``: a bfloat16 copy of the network (8 significant bits instead of 24). About twice
-  as fast where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`); the picture
-  differs from float32 by rounding only (PSNR around 40 dB on photos, see ``benchmarks/README.md``).
+* ``"bfloat16"``: a bfloat16 copy of the network (8 significant bits instead of 24), 2-3x faster
+  than float32 at 1024x768 where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`);
+  the picture differs from float32 by rounding only (PSNR 41 dB, ``benchmarks/README.md``).
 * ``"onnx"``: the network exported to ONNX (:mod:`nstlib.export`) and run by ONNX Runtime in
-  float32 (an optional dependency); equal to float32 PyTorch up to rounding (PSNR > 60 dB).
+  float32 (an optional dependency), 1.5-2x faster than PyTorch float32; equal to it up to rounding
+  (PSNR > 60 dB).
 
 ``"auto"`` (default) picks, on a CPU and for images of at least :data:`AUTO_MIN_PIXELS`, the
 first available of :data:`AUTO_ORDER` (:func:`cpu_backend`), and otherwise ``"torch"``: on a

@@ -1,16 +1,23 @@
 """Fast stylisation: a trained network applied to photos (clamped, batched, mode restored).
 
 Oracles: the network called by hand (``net.eval()(x).clamp(0, 1)``), stylising one image at a
-time, and networks whose output is known exactly (the identity, a doubling).
+time, and networks whose output is known exactly (the identity, a doubling). The CPU backends
+(ONNX Runtime, bfloat16) are checked against float32 PyTorch (PSNR), ``"auto"`` against the
+backend it must pick, and the cache against the network's output after its weights change.
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
 from nets import make_net
 from torch import nn
 
+import nstlib.export
+import nstlib.fast as fast
+from nstlib.export import psnr
 from nstlib.fast import stylize_image, stylize_images
 from nstlib.transform_net import TransformerNet
 
@@ -156,3 +163,143 @@ def test_training_mode_is_restored_after_an_error():
     with pytest.raises(RuntimeError, match="out of memory"):
         stylize_images(net, [torch.rand(3, 16, 16)])
     assert not net.training
+
+
+# ---- CPU backends: ONNX Runtime and bfloat16 against float32 PyTorch ---------------------------------------
+
+LARGE = (1, 3, 256, 260)  # at least AUTO_MIN_PIXELS: "auto" may take a fast path
+
+
+def calibrated_net(seed: int, **kwargs) -> TransformerNet:
+    """A noisy net whose last layer is rescaled so its output on a photo-like input spans [0, 1] like a
+    trained network's (mean 0.5, std 0.25 per channel) instead of -6..6 (where nearly every pixel clamps)."""
+    net = make_net(seed, **kwargs)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = net(x)
+        mean, std = y.mean((0, 2, 3)), y.std((0, 2, 3))
+        net.final.conv.weight.mul_((0.25 / std)[:, None, None, None])
+        net.final.conv.bias.sub_(mean).mul_(0.25 / std).add_(0.5)
+    return net
+
+
+def test_onnx_backend_equals_float32_up_to_rounding():
+    net = make_net(8, base=8).train()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 3, 50, 37, generator=g)
+    want = stylize_image(net, x, backend="torch")
+    got = stylize_image(net, x, backend="onnx")
+    assert got.shape == want.shape and got.dtype == torch.float32 and net.training
+    assert psnr(got, want) > 60 and float((got - want).abs().max()) < 1e-3
+    images = [torch.rand(3, 40, 44, generator=g), torch.rand(3, 24, 64, generator=g),
+              torch.rand(3, 40, 44, generator=g)]
+    for got, want in zip(stylize_images(net, images, batch_size=2, backend="onnx"),
+                         stylize_images(net, images, batch_size=2, backend="torch")):
+        assert psnr(got, want) > 60
+
+
+def test_bfloat16_backend_keeps_the_picture_of_a_trained_like_net():
+    net = calibrated_net(9, base=8)
+    x = torch.rand(*LARGE, generator=torch.Generator().manual_seed(3))
+    want = stylize_image(net, x, backend="torch")
+    got = stylize_image(net, x, backend="bfloat16")
+    assert got.dtype == torch.float32 and next(net.parameters()).dtype == torch.float32  # the net is not cast
+    assert 35 < psnr(got, want) < 80  # rounding to 8 significant bits: close, but not float32-exact
+
+
+def test_auto_is_float32_for_small_images_and_the_cpu_backend_for_large_ones():
+    net = make_net(10, base=8)
+    small = torch.rand(1, 3, 40, 40)
+    assert torch.equal(stylize_image(net, small), stylize_image(net, small, backend="torch"))
+    large = torch.rand(*LARGE)
+    chosen = fast.cpu_backend()
+    assert chosen in fast.AUTO_ORDER + ("torch",)
+    assert torch.equal(stylize_image(net, large), stylize_image(net, large, backend=chosen))
+    # PyTorch options and styles mean PyTorch
+    assert torch.equal(stylize_image(net, large, channels_last=True),
+                       stylize_image(net, large, backend="torch", channels_last=True))
+
+
+def test_auto_falls_back_to_float32_without_onnxruntime(monkeypatch):
+    monkeypatch.setattr(fast, "native_bfloat16", lambda *args: False)  # a CPU without native bfloat16
+    net = make_net(11, base=8)
+    x = torch.rand(*LARGE)
+    assert fast.cpu_backend() == "onnx"  # with ONNX Runtime installed, auto would take it
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "onnx", None)  # the exporter's package missing: no ONNX path either
+        assert fast.cpu_backend() == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # now import onnxruntime fails
+    assert fast.cpu_backend() == "torch"
+    assert torch.equal(stylize_image(net, x), stylize_image(net, x, backend="torch"))
+    assert torch.equal(stylize_images(net, x)[0:1], stylize_image(net, x, backend="torch"))
+    with pytest.raises(ImportError, match="pip install onnxruntime onnx"):
+        stylize_image(net, x, backend="onnx")
+
+
+class HeightBranch(TransformerNet):
+    """A TransformerNet whose forward branches on the height in Python: its ONNX trace is wrong."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y if x.shape[-2] % 2 == 0 else 1 - y
+
+
+def test_auto_warns_and_runs_float32_when_the_fast_path_cannot_be_prepared(monkeypatch):
+    monkeypatch.setattr(fast, "AUTO_ORDER", ("onnx",))
+    net = HeightBranch(base=4)
+    x = torch.rand(*LARGE)
+    with pytest.warns(RuntimeWarning, match="'onnx' could not be prepared"):
+        out = stylize_image(net, x)
+    assert torch.equal(out, stylize_image(net, x, backend="torch"))
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        stylize_image(net, x, backend="onnx")
+
+
+def test_fast_paths_are_prepared_once_and_rebuilt_when_the_weights_change(monkeypatch):
+    exports = []
+    real_export = nstlib.export.export_onnx
+    monkeypatch.setattr(nstlib.export, "export_onnx", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    net = make_net(12, base=8)
+    x = torch.rand(1, 3, 48, 52)
+    first = stylize_image(net, x, backend="onnx")
+    assert torch.equal(stylize_image(net, x, backend="onnx"), first) and len(exports) == 1  # session reused
+    bf_first = stylize_image(net, x, backend="bfloat16")
+    with torch.no_grad():
+        net.final.conv.bias.add_(torch.tensor([0.3, -0.2, 0.1]))  # in place, as an optimiser step would
+    want = stylize_image(net, x, backend="torch")
+    second = stylize_image(net, x, backend="onnx")
+    assert len(exports) == 2 and not torch.equal(second, first)
+    assert psnr(second, want) > 60  # the new session computes the new network
+    bf_second = stylize_image(net, x, backend="bfloat16")
+    assert not torch.equal(bf_second, bf_first)
+    assert float((bf_second - want).abs().mean()) < float((bf_first - want).abs().mean())
+    net.load_state_dict(make_net(13, base=8).state_dict())  # replaced weights: rebuilt again
+    assert psnr(stylize_image(net, x, backend="onnx"), stylize_image(net, x, backend="torch")) > 60
+    assert len(exports) == 3
+
+
+def test_backend_argument_is_checked():
+    net = make_net(14, base=4)
+    x = torch.rand(1, 3, 20, 20)
+    with pytest.raises(ValueError, match="backend='fast' must be one of"):
+        stylize_image(net, x, backend="fast")
+    with pytest.raises(ValueError, match="options of backend=\"torch\""):
+        stylize_image(net, x, backend="onnx", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="options of backend=\"torch\""):
+        stylize_images(net, [x], backend="bfloat16", style=0)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        fast._choose("onnx", torch.device("cuda"), pixels=10**6, torch_options=False, style=None)
+    assert fast._choose("auto", torch.device("cuda"), pixels=10**6, torch_options=False, style=None) == "torch"
+
+
+def test_native_bfloat16_reads_the_cpu_flags(tmp_path):
+    def cpuinfo(flags: str):
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n"
+                        f"processor\t: 1\nflags\t\t: {flags}\n")
+        return path
+
+    assert fast.native_bfloat16(cpuinfo("fpu avx2 avx512f avx512_bf16 avx512_vnni"))
+    assert fast.native_bfloat16(cpuinfo("fpu avx2 amx_bf16 amx_tile"))
+    assert not fast.native_bfloat16(cpuinfo("fpu avx2 avx512f avx512bw avx512_vnni"))  # AVX-512 alone: emulated
+    assert not fast.native_bfloat16(tmp_path / "missing")
