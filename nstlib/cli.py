@@ -272,6 +272,10 @@ def _add_stylize(commands, common) -> None:
     p.add_argument("--size", type=pixel_size, help=f"long side of the output in pixels (default {DEFAULT_SIZE}, "
                    f"at most {MAX_SIZE}; with --scales, the last scale)")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--backend", choices=("auto", "torch", "bfloat16", "onnx"), default="auto",
+                   help="with --model on a CPU: auto (default: a bfloat16 copy where the CPU computes bfloat16 "
+                        "natively, else ONNX Runtime if installed, else float32), torch (plain float32), "
+                        "bfloat16 or onnx")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("Gatys optimisation (not with --model)")
     g.add_argument("--steps", type=steps_value, help=f"loss evaluations (default {DEFAULT_STEPS}); with --scales "
@@ -573,6 +577,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.model is None and not args.styles:
         raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
+    if args.model is None and args.backend != "auto":
+        raise UsageError(f"--backend {args.backend} chooses how a fast model runs: it needs --model")
     out = _output_path(args.output, default_output_name(args), args.force, tuple(SAVE_FORMATS))
     if args.model is not None:
         return _stylize_fast(args, out, started)
@@ -601,7 +607,7 @@ def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
     with _memory_advice(f"--size {size}", f"try a smaller --size, e.g. --size {max(1, size // 2)}"):
         image = load_image(args.content, size)
         net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
-        result = stylize_image(net, image, device=device)
+        result = stylize_image(net, image, device=device, backend=args.backend)
     save_image(result, out)
     print(f"nstlib: wrote {out} ({_size_text(result)}, fast model {args.model}, {device.type}) "
           f"in {time.perf_counter() - started:.1f} s")

@@ -784,3 +784,25 @@ def test_names_written_out_to_start_quickly_match_their_source():
 
     assert cli.VGG19_FILE == VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     assert (cli.TRAIN_CONTENT, cli.TRAIN_STYLE) == (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS)
+
+
+def test_backend_reaches_stylize_image_and_needs_a_model(quick_env, tmp_path, monkeypatch, capsys):
+    """--backend is handed to nstlib.fast.stylize_image as given (default auto); without --model it is refused."""
+    import nstlib.fast
+
+    seen = []
+    real = nstlib.fast.stylize_image
+
+    def spy(net, image, **kwargs):
+        seen.append(kwargs["backend"])
+        return real(net, image, device=kwargs["device"], backend="torch")
+
+    monkeypatch.setattr(nstlib.fast, "stylize_image", spy)
+    photo = tmp_path / "photo.png"
+    nstlib.save_image(torch.rand(1, 3, 24, 32), photo)
+    assert cli.main(["stylize", str(photo), "--model", "candy", "-o", str(tmp_path / "a.png")]) == 0
+    assert cli.main(["stylize", str(photo), "--model", "candy", "--backend", "torch",
+                     "-o", str(tmp_path / "b.png")]) == 0
+    assert seen == ["auto", "torch"]
+    assert cli.main(["stylize", str(photo), str(photo), "--backend", "onnx", "-o", str(tmp_path / "c.png")]) == 2
+    assert "--backend onnx chooses how a fast model runs: it needs --model" in capsys.readouterr().err
