@@ -28,6 +28,7 @@ dict that loads with ``torch.load(path, weights_only=True)``::
     step            optimiser steps done            epoch     epochs completed before the current one
     batch_in_epoch  batches of the current epoch already used
     data_seed       the seed of the data order     rng       torch CPU/CUDA, Python and NumPy RNG states
+    rng_ranks       (several processes only) each rank's RNG states, in rank order
     history         the loss history (float64 tensors)
     settings        every setting (see TrainResult.settings)
     metadata        {"trainer": ..., "step": ..., "settings": ...}
@@ -541,13 +542,16 @@ def style_fingerprint(images: Sequence[torch.Tensor]) -> str:
 
 def train_checkpoint(net: TransformerNet, optimizer: torch.optim.Optimizer, scaler: Any, *, step: int,
                      steps_per_epoch: int, seed: int, history: Mapping[str, list[float]],
-                     settings: Mapping[str, Any]) -> dict:
+                     settings: Mapping[str, Any], rng_ranks: Sequence[Mapping[str, Any]] | None = None) -> dict:
     """The training checkpoint after ``step`` optimiser steps (layout in the module docstring).
 
-    Everything is copied to the CPU; the global RNG states are captured now.
+    Everything is copied to the CPU; the global RNG states are captured now. ``rng_ranks``: every
+    rank's RNG states (:func:`rng_states` on each, in rank order) when several processes train
+    together (:mod:`nstlib.distributed`); stored as ``"rng_ranks"``.
     """
     plain = dict(settings)
-    return {
+    extra = {} if rng_ranks is None else {"rng_ranks": list(rng_ranks)}
+    return {**extra,
         "kind": TRAIN_CHECKPOINT_KIND,
         "version": TRAIN_CHECKPOINT_VERSION,
         "config": net.config,
@@ -646,13 +650,14 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], path: Pat
 
 
 def restore_train_state(state: Mapping[str, Any], net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scaler: Any, history_keys: Sequence[str], *,
-                        lr: float | None = None) -> tuple[dict[str, list[float]], int]:
+                        scaler: Any, history_keys: Sequence[str], *, lr: float | None = None, rank: int = 0,
+                        world_size: int = 1) -> tuple[dict[str, list[float]], int]:
     """Load a training checkpoint into ``net``, ``optimizer`` and ``scaler`` and restore the global
     RNG states (last, so nothing built afterwards draws from them); returns ``(history, step)``.
 
     ``lr``: the learning rate to continue with (every parameter group; Adam's moments are kept),
-    or None for the checkpoint's."""
+    or None for the checkpoint's. ``rank`` of ``world_size`` processes restores its own RNG states
+    when the checkpoint holds one per rank of as many (``"rng_ranks"``), else the ``"rng"`` of rank 0."""
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if lr is not None:
@@ -662,5 +667,6 @@ def restore_train_state(state: Mapping[str, Any], net: torch.nn.Module, optimize
         scaler.load_state_dict(state["scaler"])
     history = history_lists(state["history"], history_keys)
     step = int(state["step"])
-    set_rng_states(state["rng"])
+    per_rank = state.get("rng_ranks")
+    set_rng_states(per_rank[rank] if per_rank is not None and len(per_rank) == world_size else state["rng"])
     return history, step

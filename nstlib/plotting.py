@@ -1,4 +1,4 @@
-"""Pictures: images, comparison grids, loss curves, feature maps and a live preview.
+"""Pictures: images, comparison grids, loss curves, feature maps, Gram matrices, tables and live previews.
 
 Every function returns a :class:`matplotlib.figure.Figure` built directly, not
 through ``pyplot``: nothing accumulates in pyplot's list of open figures, so a
@@ -10,6 +10,17 @@ to show it from the middle of a cell or a loop.
 Images may be tensors ``[1, 3, H, W]``, ``[3, H, W]``, ``[1, H, W]`` or ``[H, W]``
 (any device, gradients allowed), NumPy arrays ``[H, W]`` / ``[H, W, 3]`` (uint8,
 or floats in [0, 1]) or PIL images; values are clamped to [0, 1] for display.
+
+**Sized for the course book.** Figures of several panels are at most :data:`BOOK_WIDTH` inches
+wide: the book shows every picture at the width of its text column (about 720 px), so a wider
+figure would be shrunk and its labels with it. At 8 inches a figure is shown at >= 90 px per inch,
+and a label of ``LABEL_SIZE`` = 10 pt stays 10 x 90 / 72 = 12.5 px tall. Panels shrink to fit
+instead (``max_width=None`` turns that off).
+
+**Live previews keep one picture per cell.** :class:`LivePreview` and :class:`LiveTrainingPlot`
+update one output in place (``display_id``); a second preview made in the same cell reuses that
+output. A notebook saved after running (and the course book made from it) therefore holds one
+picture per cell, the final state, not a stack of stale frames.
 """
 
 from __future__ import annotations
@@ -33,14 +44,27 @@ from .validate import positive_int
 
 
 __all__ = [
+    "BOOK_WIDTH",
+    "HTMLTable",
+    "LABEL_SIZE",
     "LivePreview",
+    "LiveTrainingPlot",
+    "html_table",
     "image_grid",
     "normalize_channels",
     "plot_losses",
+    "save_figure",
     "show_feature_maps",
+    "show_gram",
     "show_image",
     "show_images",
 ]
+
+BOOK_WIDTH = 8.0
+"""Widest multi-panel figure, in inches (see the module docstring: labels stay readable in the book)."""
+
+LABEL_SIZE = 10
+"""Font size in points of panel titles and row labels."""
 
 
 # --------------------------------------------------------------------------------------
@@ -127,7 +151,24 @@ def _draw(ax, array: np.ndarray, title: str | None = None) -> None:
         ax.imshow(array)
     _clean_axes(ax)
     if title is not None:
-        ax.set_title(str(title), fontsize=10)
+        ax.set_title(str(title), fontsize=LABEL_SIZE)
+
+
+def _panel_size(size: float, ncols: int, extra: float, max_width: float | None) -> float:
+    """``size``, or less so that ``ncols`` panels plus ``extra`` inches fit in ``max_width`` (None: no limit)."""
+    if max_width is None or ncols * size + extra <= max_width:
+        return size
+    return max(0.5, (max_width - extra) / ncols)
+
+
+def _wrap(label: Any, inches: float) -> str:
+    """``label`` broken into lines that fit ``inches`` at :data:`LABEL_SIZE` (about 12 characters per inch)."""
+    import textwrap
+
+    width = max(8, int(inches * 12))
+    lines = [wrapped for line in str(label).split("\n")
+             for wrapped in (textwrap.wrap(line, width=width, break_on_hyphens=False) or [""])]
+    return "\n".join(lines)
 
 
 def _as_list(images: Any) -> list:
@@ -166,12 +207,14 @@ def show_images(
     ncols: int | None = None,
     size: float = 3.0,
     suptitle: str | None = None,
+    max_width: float | None = BOOK_WIDTH,
 ) -> Figure:
     """Show images side by side, ``ncols`` per row (default ``min(n, 4)``); returns the Figure.
 
     ``images`` is a sequence of images, a batch tensor ``[B, C, H, W]`` or a dict
-    ``{title: image}``. Each panel is ``size`` inches wide; the figure has exactly
-    one axes per image (unused grid cells are removed).
+    ``{title: image}``. Each panel is ``size`` inches wide, less when ``ncols`` panels would
+    make the figure wider than ``max_width`` (default :data:`BOOK_WIDTH`; None: no limit);
+    the figure has exactly one axes per image (unused grid cells are removed).
     """
     if isinstance(images, Mapping):
         if titles is not None:
@@ -185,13 +228,14 @@ def show_images(
         raise ValueError(f"titles has {len(titles)} entries but there are {len(arrays)} images")
     ncols = min(len(arrays), 4) if ncols is None else min(positive_int(ncols, "ncols"), len(arrays))
     nrows = math.ceil(len(arrays) / ncols)
+    size = _panel_size(size, ncols, 0.0, max_width)
     aspect = float(np.median([array.shape[0] / array.shape[1] for array in arrays]))
     title_space = 0.3 if titles is not None else 0.0
     figure = _new_figure(ncols * size, nrows * (size * aspect + title_space) + (0.4 if suptitle else 0.0))
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     for index, ax in enumerate(axes):
         if index < len(arrays):
-            _draw(ax, arrays[index], None if titles is None else titles[index])
+            _draw(ax, arrays[index], None if titles is None else _wrap(titles[index], size))
         else:
             ax.remove()
     if suptitle:
@@ -205,13 +249,16 @@ def image_grid(
     col_labels: Sequence[str] | None = None,
     title: str | None = None,
     size: float = 2.5,
+    max_width: float | None = BOOK_WIDTH,
 ) -> Figure:
     """A labelled comparison grid: ``rows[r][c]`` is the image in row r, column c.
 
     A row may be a sequence or a batch tensor ``[B, C, H, W]``; short rows and
     ``None`` cells are left blank. ``row_labels`` go on the left of each row,
-    ``col_labels`` above each column, ``title`` above the grid. The figure has
-    ``len(rows) * max_row_length`` axes; save it with ``fig.savefig("grid.png")``
+    ``col_labels`` above each column, ``title`` above the grid, all in :data:`LABEL_SIZE`
+    points. Cells are ``size`` inches wide, less when the grid would be wider than
+    ``max_width`` (default :data:`BOOK_WIDTH`, the book's column; None: no limit). The
+    figure has ``len(rows) * max_row_length`` axes; save it with ``fig.savefig("grid.png")``
     or ``.pdf``.
     """
     grid = [[cell for cell in _as_list(row)] if row is not None else [] for row in rows]
@@ -231,7 +278,9 @@ def image_grid(
     if col_labels is not None and len(col_labels) != ncols:
         raise ValueError(f"col_labels has {len(col_labels)} entries but there are {ncols} columns")
     aspect = float(np.median([array.shape[0] / array.shape[1] for array in present]))
-    width = ncols * size + (0.4 if row_labels is not None else 0.0)
+    label_space = 0.4 if row_labels is not None else 0.0
+    size = _panel_size(size, ncols, label_space, max_width)
+    width = ncols * size + label_space
     height = len(arrays) * size * aspect + (0.3 if col_labels is not None else 0.0) + (0.4 if title else 0.0)
     figure = _new_figure(width, height)
     axes = figure.subplots(len(arrays), ncols, squeeze=False)
@@ -243,9 +292,9 @@ def image_grid(
             else:
                 _draw(ax, array)
             if c == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[r]), fontsize=10)
+                ax.set_ylabel(_wrap(row_labels[r], size * aspect), fontsize=LABEL_SIZE)
             if r == 0 and col_labels is not None:
-                ax.set_title(str(col_labels[c]), fontsize=10)
+                ax.set_title(_wrap(col_labels[c], size), fontsize=LABEL_SIZE)
     if title:
         figure.suptitle(title)
     return figure
@@ -261,13 +310,20 @@ def plot_losses(
     log: bool = True,
     title: str | None = None,
     ax=None,
+    marks: Mapping[str, float] | None = None,
 ) -> Figure:
     """Loss curves: one line per key of ``history`` against the step.
 
     ``keys`` defaults to every key except ``"seconds"`` and ``"step"``. The x axis is
     ``history["step"]`` when present, else 1, 2, ... . ``log=True`` uses a log y axis
     (values <= 0 are not drawn there). Histories of up to 20 points get markers, so a
-    one-step run still shows. Returns the Figure (``ax``'s when given).
+    one-step run still shows. ``marks`` draws a labelled dashed vertical line at each
+    ``{label: step}`` (say ``{"resumed here": 100.5}``).
+
+    Drawn to be read: a ``"total"`` curve among others is a thin black line on top of the
+    thicker, lighter component curves, so it stays visible where it coincides with the term that
+    dominates it; with more than one line the legend sits *outside* the axes, to the right, so
+    it never covers a curve. Returns the Figure (``ax``'s when given).
     """
     if not isinstance(history, Mapping):
         raise TypeError(f"history must be a dict of lists of numbers, not {type(history).__name__}")
@@ -286,16 +342,25 @@ def plot_losses(
         ax = figure.add_subplot()
     else:
         figure = _root_figure(ax)
+    layered = "total" in curves and len(curves) > 1
     for key, values in curves.items():
         x = steps[: len(values)] if steps is not None and len(steps) >= len(values) else np.arange(1, len(values) + 1)
-        ax.plot(x, values, label=key, marker="o" if len(values) <= 20 else None, markersize=3)  # short runs stay visible
+        style = dict(marker="o" if len(values) <= 20 else None, markersize=3)  # short runs stay visible
+        if layered and key == "total":
+            style.update(color="black", linewidth=1.4, zorder=3)  # on top of the terms it adds up
+        elif layered:
+            style.update(linewidth=2.8, alpha=0.7, zorder=2)
+        ax.plot(x, values, label=key, **style)
+    for label, step in (marks or {}).items():
+        ax.axvline(float(step), color="gray", linestyle="--", linewidth=1, label=label, zorder=1)
     if log:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss" if len(curves) > 1 else f"loss ({next(iter(curves))})")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if len(curves) + len(marks or {}) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
     if title:
         ax.set_title(title)
     return figure
@@ -326,19 +391,141 @@ def show_feature_maps(features: torch.Tensor, n: int = 16, ncols: int = 8, title
     ncols = min(positive_int(ncols, "ncols"), n)
     nrows = math.ceil(n / ncols)
     maps = normalize_channels(features[:n]).numpy()
-    panel = 1.5
+    panel = _panel_size(1.5, ncols, 0.0, BOOK_WIDTH)
     aspect = features.shape[1] / features.shape[2]
     figure = _new_figure(ncols * panel, nrows * (panel * aspect + 0.2) + 0.3)
     for index, ax in enumerate(figure.subplots(nrows, ncols, squeeze=False).ravel()):
         if index < n:
             ax.imshow(maps[index], cmap="viridis", vmin=0.0, vmax=1.0)
             _clean_axes(ax)
-            ax.set_title(str(index), fontsize=8)
+            ax.set_title(str(index), fontsize=9)
         else:
             ax.remove()
     channels, height, width = features.shape
     figure.suptitle(title if title is not None else f"{n} of {channels} channels, {height}x{width}")
     return figure
+
+
+def show_gram(gram: torch.Tensor, title: str | None = None, ax=None) -> Figure:
+    """A Gram matrix ``G`` (``[C, C]`` or ``[1, C, C]``) as a heat map with labelled axes; returns the Figure.
+
+    Entry ``G[i, j]`` (row i, column j) is the correlation of channels i and j, so the y axis is
+    "channel i", the x axis "channel j". The colour scale is symmetric about 0 (``RdBu_r``: red > 0,
+    blue < 0, white = 0, limits ``±max|G|``) and its colour bar is labelled ``G[i, j]``. With ``ax``
+    the map is drawn there (and the colour bar beside it); otherwise in a new 4 x 3.4 inch figure.
+    """
+    if not isinstance(gram, torch.Tensor):
+        raise TypeError(f"gram must be a tensor [C, C] or [1, C, C], not {type(gram).__name__}")
+    matrix = gram.detach().to("cpu", torch.float32)
+    if matrix.dim() == 3 and matrix.shape[0] == 1:
+        matrix = matrix[0]
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"gram has shape {tuple(gram.shape)}: expected a square [C, C] or [1, C, C]")
+    if ax is None:
+        figure = _new_figure(4.0, 3.4)
+        ax = figure.add_subplot()
+    else:
+        figure = _root_figure(ax)
+    limit = float(matrix.abs().max()) or 1.0
+    shown = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    channels = matrix.shape[0]
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.set_xlabel("channel j")
+    ax.set_ylabel("channel i")
+    ax.set_title(title if title is not None else f"Gram matrix, {channels} x {channels}", fontsize=LABEL_SIZE)
+    figure.colorbar(shown, ax=ax, shrink=0.85, label="G[i, j]")
+    return figure
+
+
+# --------------------------------------------------------------------------------------
+# tables
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _is_number(text: str) -> bool:
+    """True for "1,234", "0.5", "3e-05", "12 %", "181x": a number, maybe with separators, a unit % or x."""
+    core = text.replace(",", "").rstrip("%x ").strip()
+    try:
+        float(core)
+    except ValueError:
+        return False
+    return bool(core)
+
+
+class HTMLTable:
+    """A small table that notebooks show as HTML (``_repr_html_``) and terminals as aligned text.
+
+    Made by :func:`html_table`; ``header`` and ``rows`` hold the cells' texts. A column whose
+    cells are all numbers (or empty) is right-aligned. With ``details`` the HTML table is folded
+    into a ``<details>`` element whose summary line is ``details`` (click to unfold).
+    """
+
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None,
+                 details: str | None = None):
+        self.header = [str(cell) for cell in header]
+        self.rows = [[str(cell) for cell in row] for row in rows]
+        self.caption = caption
+        self.details = details
+        self.numeric = [all(_is_number(row[c]) or not row[c] for row in self.rows) and any(row[c] for row in self.rows)
+                        for c in range(len(self.header))]
+
+    def _repr_html_(self) -> str:
+        def cells(tag: str, values: Sequence[str]) -> str:
+            return "".join(f'<{tag} style="text-align: {"right" if right else "left"}">{html.escape(v)}</{tag}>'
+                           for v, right in zip(values, self.numeric))
+
+        caption = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        body = "".join(f"<tr>{cells('td', row)}</tr>" for row in self.rows)
+        table = (f'<table class="nstlib-table">{caption}<thead><tr>{cells("th", self.header)}</tr></thead>'
+                 f"<tbody>{body}</tbody></table>")
+        if self.details:
+            return f"<details><summary>{html.escape(self.details)}</summary>{table}</details>"
+        return table
+
+    def __str__(self) -> str:
+        widths = [max(len(row[c]) for row in [self.header, *self.rows]) for c in range(len(self.header))]
+
+        def line(values: Sequence[str]) -> str:
+            return "  ".join(v.rjust(w) if right else v.ljust(w)
+                             for v, w, right in zip(values, widths, self.numeric)).rstrip()
+
+        lines = ([self.caption] if self.caption else []) + [line(self.header), line(["-" * w for w in widths])]
+        return "\n".join(lines + [line(row) for row in self.rows])
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def html_table(rows: Sequence[Sequence[Any]], header: Sequence[str], caption: str | None = None,
+               details: str | None = None) -> HTMLTable:
+    """A table for notebooks: ``display(html_table(rows, header))`` shows it as an HTML ``<table>``.
+
+    The course book renders HTML outputs as tables (Markdown printed by a cell would stay raw
+    ``|`` pipes). ``rows`` is a list of rows, each with one cell per entry of ``header``: strings
+    are shown as they are, ints with thousands separators, floats with 4 significant digits,
+    None as an empty cell. The text is HTML-escaped; numeric columns are right-aligned.
+    ``details="..."`` folds the table away behind that summary line (an expandable detail).
+    """
+    header = [str(cell) for cell in header]
+    if not header:
+        raise ValueError("header is empty: pass one column name per column")
+    texts = []
+    for index, row in enumerate(rows):
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"row {index} has {len(row)} cells but the header has {len(header)} columns")
+        texts.append([_cell_text(value) for value in row])
+    return HTMLTable(header, texts, caption, details)
 
 
 # --------------------------------------------------------------------------------------
@@ -353,6 +540,41 @@ def _in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+_cell_outputs: dict[tuple[int, int], Any] = {}
+"""The display handle of the live output of each (shell, execution count): one live picture per cell."""
+
+
+def _cell_key() -> tuple[int, int] | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else (id(shell), int(getattr(shell, "execution_count", 0) or 0))
+
+
+def _show_live(handle, obj: Any, *, raw: bool = False):
+    """Show ``obj`` in the cell's live output and return its display handle.
+
+    The first live picture of a cell is displayed with ``display_id=True``; every later one, from the
+    same object (``handle``) or from another preview made in the same cell, replaces it in place.
+    nbclient (and so papermill, jupyter-cache and the course book) stores only the replaced output, so
+    a saved notebook shows each cell's final picture once.
+    """
+    from IPython.display import display
+
+    key = _cell_key()
+    handle = handle if handle is not None else _cell_outputs.get(key)
+    if handle is None:
+        handle = display(obj, raw=raw, display_id=True)
+    else:
+        handle.update(obj, raw=raw)
+    if key is not None:
+        _cell_outputs.clear()  # only the current cell's handle is ever reused
+        _cell_outputs[key] = handle
+    return handle
 
 
 def _png_bytes(image: Any, upscale_to: int) -> bytes:
@@ -384,7 +606,9 @@ class LivePreview:
 
     The first :meth:`update` displays one output (the image as PNG and a line
     ``step 10 | total 1.2e+04 | ...``); later updates replace it
-    (``IPython.display`` with ``display_id``). Only steps where ``step % every == 0``
+    (``IPython.display`` with ``display_id``), and so does a second preview made later in
+    the same cell (a loop over several runs shows one picture, the current run's). A saved
+    notebook or the course book therefore shows only the final frame. Only steps where ``step % every == 0``
     are drawn; the last image given is drawn by :meth:`close` if it was skipped.
     Images whose longer side is under ``upscale_to`` pixels are enlarged by a whole
     factor with nearest-neighbour so their pixels stay visible.
@@ -418,8 +642,6 @@ class LivePreview:
         self.update(image, step, losses)
 
     def _show(self, image: Any, step: int, losses: Mapping[str, Any] | None) -> None:
-        from IPython.display import display
-
         text = _format_losses(step, losses, self.total_steps)
         encoded = base64.b64encode(_png_bytes(image, self.upscale_to)).decode("ascii")
         bundle = {
@@ -429,10 +651,7 @@ class LivePreview:
             ),
             "text/plain": text,
         }
-        if self._handle is None:
-            self._handle = display(bundle, raw=True, display_id=True)
-        else:
-            self._handle.update(bundle, raw=True)
+        self._handle = _show_live(self._handle, bundle, raw=True)
 
     def close(self) -> None:
         """Draw the last skipped image, if any, and stop updating. Safe to call twice."""
@@ -485,14 +704,23 @@ class LiveTrainingPlot:
             self.draw()
 
     def figure(self) -> Figure:
-        """The picture: loss curve (left), newest samples (right)."""
-        figure = _new_figure(4.5 + 2.2 * len(self.samples), 2.8)
+        """The picture: loss curve (left), newest samples (right), at most :data:`BOOK_WIDTH` wide.
+
+        With fewer than two recorded steps there is no curve to draw: the left panel then states the
+        step and its loss in words instead of showing a one-point axis.
+        """
+        panel = _panel_size(2.2, len(self.samples), 4.5, BOOK_WIDTH) if self.samples else 2.2
+        figure = _new_figure(min(4.5 + panel * len(self.samples), BOOK_WIDTH), 2.8)
         axes = figure.subplots(1, 1 + len(self.samples), width_ratios=[2] + [1] * len(self.samples), squeeze=False)[0]
         title = f"{self.title}: step {self.steps[-1]}" if self.steps else self.title
-        if self.steps:
+        if len(self.steps) >= 2:
             plot_losses({"step": self.steps, "total": self.totals}, ax=axes[0], title=title)
         else:
-            axes[0].set_title(title)
+            _clean_axes(axes[0])
+            axes[0].set_title(title, fontsize=LABEL_SIZE)
+            words = (f"step {self.steps[0]}: total loss {self.totals[0]:.4g}\n(the curve starts at the second step)"
+                     if self.steps else "no step yet")
+            axes[0].text(0.5, 0.5, words, ha="center", va="center", fontsize=LABEL_SIZE, transform=axes[0].transAxes)
         names = self.sample_names + [None] * len(self.samples)
         for ax, image, name in zip(axes[1:], self.samples, names):
             show_image(image, name, ax=ax)
@@ -506,13 +734,8 @@ class LiveTrainingPlot:
         if not self.enabled:
             return
         from IPython.display import Image as IPImage
-        from IPython.display import display
 
-        picture = IPImage(_figure_png(self.figure()))
-        if self._handle is None:
-            self._handle = display(picture, display_id=True)
-        else:
-            self._handle.update(picture)
+        self._handle = _show_live(self._handle, IPImage(_figure_png(self.figure())))
         self._drawn_at = time.perf_counter()
 
 

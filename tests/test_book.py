@@ -39,6 +39,7 @@ import yaml
 from PIL import Image
 
 from nstlib import cli
+from nstlib import config as config_module
 from nstlib.course import batch
 from nstlib.course import book as course
 from nstlib.data import samples
@@ -246,6 +247,83 @@ def test_gallery_shows_made_figures_and_explains_missing_ones(book):
             assert f"nstlib batch book/grids/{grid.name}" in page.plain
 
 
+class ProseLines(HTMLParser):
+    """The text of a page outside code, scripts and styles, line by line (where raw Markdown would show)."""
+
+    SKIP = {"pre", "code", "script", "style", "textarea"}
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.depth = 0
+        self.chunks: list[str] = []
+        self.feed(text)
+        self.lines = [line.strip() for line in "".join(self.chunks).splitlines() if line.strip()]
+
+    def handle_starttag(self, tag, attrs):
+        self.depth += tag in self.SKIP
+        if tag in ("p", "div", "br", "tr", "li", "td", "th"):
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag):
+        self.depth -= tag in self.SKIP and self.depth > 0
+
+    def handle_data(self, data):
+        if not self.depth:
+            self.chunks.append(data)
+
+
+RAW_TABLE_ROW = re.compile(r"^\|.*\|$|\|\s*:?-{3,}:?\s*\|")
+"""A Markdown table row (``| a | b |``) or separator (``|---|``) that was not rendered as a table."""
+
+
+def test_raw_table_detector():
+    html_page = ("<p>| a | b |</p><pre>| code | stays |</pre><table><tr><td>x</td></tr></table>"
+                 "<div class='output'><p>|---|---:|</p></div><p>a | b, in prose</p>")
+    lines = ProseLines(html_page).lines
+    assert [line for line in lines if RAW_TABLE_ROW.search(line)] == ["| a | b |", "|---|---:|"]
+
+
+@pytest.mark.slow
+def test_no_page_shows_raw_markdown_tables_and_notebook_tables_are_html(book):
+    for path in _pages(book):
+        raw = [line for line in ProseLines(path.read_text(encoding="utf8")).lines if RAW_TABLE_ROW.search(line)]
+        assert not raw, f"{path.relative_to(book.html)} shows Markdown table syntax as text: {raw[:3]}"
+    timing = book.page("notebooks/05_fast_stylization.html")
+    assert timing.text.count('<table class="nstlib-table">') >= 2  # the timing table and Gatys versus fast
+    for header in ("long side (px)", "ms per image", "content loss", "style loss"):
+        assert header in timing.plain, header
+
+
+@pytest.mark.slow
+def test_pages_render_offline(book):
+    """Every script, stylesheet and image a page loads is in the build (maths, badge): nothing from the network."""
+    for path in _pages(book):
+        page = Page(path)
+        loaded = re.findall(r'<(?:script|img)[^>]*\ssrc="([^"]+)"', page.text)
+        loaded += re.findall(r'<link[^>]*rel="stylesheet"[^>]*href="([^"]+)"', page.text)
+        remote = [url for url in loaded if re.match(r"(https?:)?//", url)]
+        assert not remote, f"{path.relative_to(book.html)} loads {remote}"
+        for url in loaded:
+            if not url.startswith("data:"):
+                target = (path.parent / url.split("?")[0].split("#")[0]).resolve()
+                assert target.is_file(), f"{path.relative_to(book.html)}: {url} is missing from the build"
+    intro = book.page("notebooks/02_gram_matrices.html")
+    mathjax = [url for url in re.findall(r'<script[^>]*src="([^"]+)"', intro.text) if "mathjax" in url.lower()]
+    assert mathjax and all(url.split("?")[0].endswith("_static/mathjax/tex-chtml.js") for url in mathjax)
+    for path in NOTEBOOKS:
+        badges = [src for src in book.page(f"notebooks/{path.stem}.html").images if "colab-badge" in src]
+        assert badges and all(src.startswith("../_images/colab-badge") for src in badges), path.name
+
+
+@pytest.mark.slow
+def test_live_previews_leave_one_picture_per_cell(book):
+    for path in NOTEBOOKS:
+        cells = [c for c in nbformat.read(path, as_version=4).cells
+                 if c.cell_type == "code" and re.search(r"LivePreview\(|LiveTrainingPlot\(", c.source)]
+        pictures = book.page(f"notebooks/{path.stem}.html").text.count("image-rendering: pixelated")
+        assert pictures <= len(cells), f"{path.name}: {pictures} preview pictures for {len(cells)} preview cells"
+
+
 @pytest.mark.slow
 def test_reference_pages(book):
     glossary = book.page("book/glossary.html")
@@ -313,6 +391,57 @@ def test_extension_quick_mode_banner_timeout_and_cache(tmp_path, monkeypatch):
     assert "announcement" not in config.html_theme_options and config.nb_execution_timeout == 3600
     assert config.nb_execution_cache_path == str(caches / f"full-{fingerprint[:12]}")
     assert not other_mode.exists()
+
+
+def test_quick_banner_says_which_images_were_real(monkeypatch):
+    """The banner describes this machine's sample images (not "synthetic stand-ins" whatever the cache holds)."""
+    monkeypatch.setattr(samples, "availability_note", lambda: "Sample images: all 13 are the real images, from the cache.")
+    banner = nstbook.quick_banner()
+    assert "all 13 are the real images, from the cache." in banner and "stand-in" not in banner
+    assert f"&le; {config_module.MAX_SIZE} px" in banner and "random VGG19 weights" in banner
+    monkeypatch.setattr(samples, "availability_note", lambda: "Sample images: none of the 13 is cached, so <all>.")
+    assert "none of the 13 is cached, so &lt;all&gt;." in nstbook.quick_banner()  # escaped
+
+
+def test_extension_serves_mathjax_and_styles_locally(tmp_path, monkeypatch):
+    mathjax = nstbook.local_mathjax()
+    assert mathjax is not None and (mathjax / "tex-chtml.js").is_file(), (
+        f"{nstbook.MATHJAX_DISTRIBUTION} is a dev dependency: the book's maths must not need the network")
+    added = []
+    app = SimpleNamespace(add_css_file=added.append)
+    config = SimpleNamespace(html_static_path=["_static"], mathjax_path="https://cdn.example/mathjax.js")
+    nstbook._configure_offline(app, config)
+    assert config.mathjax_path == "mathjax/tex-chtml.js" and added == ["nstbook.css"]
+    assert config.html_static_path == ["_static", str(ROOT / "book" / "_static")]
+    assert (ROOT / "book" / "_static" / "nstbook.css").is_file() and (ROOT / "book" / "_static" / "colab-badge.svg").is_file()
+    # build-finished: the TeX component and what it loads on demand (fonts, extensions) land in _static/mathjax
+    out = tmp_path / "html"
+    nstbook._copy_mathjax(SimpleNamespace(outdir=str(out), builder=SimpleNamespace(format="html")), None)
+    copied = out / "_static" / "mathjax"
+    assert (copied / "tex-chtml.js").read_bytes() == (mathjax / "tex-chtml.js").read_bytes()
+    assert list((copied / "output" / "chtml" / "fonts" / "woff-v2").glob("MathJax_Main-Regular.woff"))
+    assert (copied / "input" / "tex" / "extensions").is_dir()
+    # without the package the build still works, with the CDN, and says so
+    monkeypatch.setattr(nstbook, "local_mathjax", lambda: None)
+    config = SimpleNamespace(html_static_path=[], mathjax_path="https://cdn.example/mathjax.js")
+    nstbook._configure_offline(SimpleNamespace(add_css_file=lambda name: None), config)
+    assert config.mathjax_path == "https://cdn.example/mathjax.js"
+
+
+def test_colab_badge_is_shown_from_the_local_copy():
+    from docutils.utils import new_document
+    from docutils.frontend import get_default_settings
+    from docutils.parsers.rst import Parser
+
+    document = new_document("page", get_default_settings(Parser))
+    remote = nstbook.nodes.image(uri=nstbook.COLAB_BADGE_URL, alt="Open In Colab")
+    other = nstbook.nodes.image(uri="https://example.org/figure.png")
+    document += [remote, other]
+    document.settings.env = SimpleNamespace(srcdir=str(ROOT))  # SphinxTransform.env reads the build environment here
+    nstbook.LocalColabBadge(document).apply()
+    assert remote["uri"] == "/book/_static/colab-badge.svg" and other["uri"] == "https://example.org/figure.png"
+    svg = (ROOT / "book" / "_static" / "colab-badge.svg").read_text()
+    assert svg.startswith("<svg") and "Open in Colab" in svg and "http" not in svg.replace("http://www.w3.org/2000/svg", "")
 
 
 def test_extension_refuses_a_different_repository_url(tmp_path):

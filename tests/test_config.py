@@ -172,7 +172,8 @@ def test_caps_are_the_documented_numbers_and_the_banner_states_them(monkeypatch,
     assert out.strip() == config.BANNER.strip()
     assert "<= 64 px" in out and "at most 5 optimisation/training steps" in out and "RANDOM VGG19 weights" in out
     # what replaces images: a cached copy where there is one, a stand-in otherwise (not "stand-ins" unconditionally)
-    assert "the cached (or NSTLIB_MIRROR) copy where there\n  is one, otherwise a synthetic stand-in" in out
+    assert "the cached (or NSTLIB_MIRROR) copy where\n  there is one, otherwise a synthetic stand-in" in out
+    assert max(len(line) for line in config.BANNER.splitlines()) <= 70  # fits the book's column unwrapped
 
 
 # ---- the device ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from unittest import mock
 
+import matplotlib.colors
 import matplotlib.pyplot as plt  # only to check that nothing lands in pyplot's list of figures
 import matplotlib.text
 import numpy as np
@@ -22,7 +23,9 @@ from nstlib.plotting import (
     image_grid,
     normalize_channels,
     plot_losses,
+    html_table,
     show_feature_maps,
+    show_gram,
     show_image,
     show_images,
 )
@@ -266,6 +269,9 @@ def test_notebook_shows_each_figure_exactly_once(monkeypatch):
         "figure = show_image(torch.rand(3, 8, 8))",  # not the last expression: nothing shown
         "for i in range(3):\n    show_image(torch.rand(3, 4, 4))\nlen(plt.get_fignums())",
         "preview = LivePreview()\nfor i in range(3):\n    preview.update(torch.rand(3, 8, 8), i, {'total': 1.0})",
+        # five runs, one preview each, as in a loop over layers: the saved cell holds ONE picture, the last
+        "for run in range(5):\n    print('run', run)\n    with LivePreview() as p:\n"
+        "        for i in range(3):\n            p.update(torch.rand(3, 8, 8), i, {'total': float(run)})",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
@@ -278,6 +284,10 @@ def test_notebook_shows_each_figure_exactly_once(monkeypatch):
     assert len(outputs[4]) == 1 and outputs[4][0]["data"] == {"text/plain": "0"}  # no figure left in pyplot
     assert len(outputs[5]) == 1 and outputs[5][0]["output_type"] == "display_data"  # updated in place
     assert "step 2 | total 1" in outputs[5][0]["data"]["text/html"]
+    pictures = [output for output in outputs[6] if output["output_type"] == "display_data"]
+    assert len(pictures) == 1 and "step 2 | total 4" in pictures[0]["data"]["text/html"]  # the fifth run's last step
+    printed = "".join(output.get("text", "") for output in outputs[6] if output["output_type"] == "stream")
+    assert printed == "".join(f"run {run}\n" for run in range(5))
 
 
 def test_save_figure_is_atomic_and_checks_the_format(tmp_path):
@@ -321,3 +331,144 @@ def test_live_training_plot_outside_a_notebook_only_records(monkeypatch):
     live.draw()
     display.assert_not_called()
     assert live.totals == [2.0]
+
+
+# ----------------------------------------------------------------------------- sized for the book
+
+
+def test_wide_figures_fit_the_book_column_with_readable_labels():
+    """A 6-column grid and an 8-image row are at most BOOK_WIDTH inches wide. Oracle for readability: the book
+    shows a picture at its column's width (720 px) when it is wider, so a label of s points is
+    s * min(dpi, 720 / width) / 72 px tall; it must be at least 12 px."""
+    cells = [torch.rand(3, 16, 16) for _ in range(6)]
+    grid = image_grid([cells, cells], row_labels=["a", "b"], col_labels=[f"column {i}" for i in range(6)])
+    row = show_images([torch.rand(3, 16, 16)] * 8, ncols=8, size=1.5)
+    maps = show_feature_maps(torch.rand(1, 16, 8, 8), n=16, ncols=8)
+    for figure in (grid, row, maps):
+        width = figure.get_size_inches()[0]
+        assert width <= plotting.BOOK_WIDTH + 1e-9
+        png = Image.open(io.BytesIO(plotting._figure_png(figure)))
+        assert png.width <= (plotting.BOOK_WIDTH + 0.2) * figure.dpi  # the saved picture too (tight bounding box)
+        shown_dpi = min(figure.dpi, 720 / width)
+        for text in figure.findobj(matplotlib.text.Text):
+            if text.get_text():
+                assert text.get_fontsize() * shown_dpi / 72 >= 12 * 0.75 - 1e-9  # panel indices of feature maps: 9 pt
+    titles = [ax.get_title() for ax in np.array(grid.axes).reshape(2, 6)[0]]
+    assert titles == [f"column {i}" for i in range(6)]
+    assert all(ax.title.get_fontsize() * min(grid.dpi, 720 / grid.get_size_inches()[0]) / 72 >= 12 for ax in grid.axes[:6])
+    # panels keep their aspect ratio when they shrink, and max_width=None keeps the asked-for size
+    assert grid.get_size_inches()[0] == pytest.approx(plotting.BOOK_WIDTH)
+    assert show_images([torch.rand(3, 16, 16)] * 8, ncols=8, size=1.5, max_width=None).get_size_inches()[0] == pytest.approx(12.0)
+    assert image_grid([cells], size=2.5, max_width=None).get_size_inches()[0] == pytest.approx(15.0)
+
+
+def test_long_column_labels_are_wrapped_to_the_cell():
+    cells = [torch.rand(3, 8, 8)] * 4
+    figure = image_grid([cells], col_labels=["a rather long column label here"] * 4, size=1.5)
+    title = figure.axes[0].get_title()
+    assert "\n" in title and title.replace("\n", " ") == "a rather long column label here"
+    assert max(len(line) for line in title.splitlines()) <= 18  # 1.5 in x 12 characters per inch
+    shown = show_images([torch.rand(3, 8, 8)] * 2, titles=["content\n(256 px)", "x" * 5], size=3.0)
+    assert [ax.get_title() for ax in shown.axes] == ["content\n(256 px)", "xxxxx"]  # line breaks of the caller stay
+
+
+def test_plot_losses_total_on_top_and_legend_outside_the_curves():
+    history = {"step": [1, 2, 3], "total": [11.0, 6.0, 3.0], "content": [1.0, 1.0, 1.0], "style": [10.0, 5.0, 2.0]}
+    figure = plot_losses(history, marks={"resumed here": 2.5})
+    ax = figure.axes[0]
+    total, content, style, mark = ax.lines
+    assert total.get_label() == "total" and mark.get_label() == "resumed here"
+    np.testing.assert_array_equal(mark.get_xdata(), [2.5, 2.5])
+    assert total.get_zorder() > max(content.get_zorder(), style.get_zorder())  # drawn over the terms it sums
+    assert matplotlib.colors.to_hex(total.get_color()) == "#000000"
+    assert total.get_linewidth() < style.get_linewidth()  # a thin line on top of a wide one: both visible
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["total", "content", "style", "resumed here"]
+    renderer = canvas.get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the axes, not on them
+    single = plot_losses({"total": [3.0, 2.0]}).axes[0]
+    assert single.get_legend() is None and single.get_ylabel() == "loss (total)"  # one curve: no legend needed
+
+
+def test_show_gram_labels_both_axes_and_its_colour_scale():
+    gram = torch.tensor([[4.0, -1.0, 0.0], [-1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+    figure = show_gram(gram[None], title="conv1_1")
+    heat, bar = figure.axes
+    assert heat.get_xlabel() == "channel j" and heat.get_ylabel() == "channel i" and heat.get_title() == "conv1_1"
+    np.testing.assert_array_equal(heat.images[0].get_array(), gram.numpy())
+    assert heat.images[0].get_clim() == (-4.0, 4.0)  # symmetric about 0: white means 0
+    assert bar.get_ylabel() == "G[i, j]"
+    assert show_gram(torch.eye(5)).axes[0].get_title() == "Gram matrix, 5 x 5"
+    with pytest.raises(ValueError, match="square"):
+        show_gram(torch.rand(3, 4))
+
+
+def test_html_table_is_an_html_table_with_aligned_numbers():
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag in ("td", "th"):
+                self.cells.append([tag, dict(attrs).get("style", ""), ""])
+
+        def handle_data(self, data):
+            if self.cells and self.tags[-1] in ("td", "th"):
+                self.cells[-1][2] += data
+
+    table = html_table([["128 px", 16384, 0.012345678, None], ["<b>", 65536, 3.0, "2.1 / 3.4"]],
+                       ["size", "pixels", "seconds", "spread"], caption="CPU, 2 threads")
+    parser = Cells()
+    parser.feed(table._repr_html_())
+    assert parser.tags[0] == "table" and "caption" in parser.tags
+    texts = [cell[2] for cell in parser.cells]
+    assert texts == ["size", "pixels", "seconds", "spread", "128 px", "16,384", "0.01235", "", "<b>", "65,536", "3",
+                     "2.1 / 3.4"]
+    aligns = [cell[1] for cell in parser.cells[4:8]]
+    assert aligns == ["text-align: left", "text-align: right", "text-align: right", "text-align: left"]
+    assert "<b>" not in table._repr_html_()  # escaped
+    lines = str(table).splitlines()
+    assert lines[0] == "CPU, 2 threads" and lines[1].split() == ["size", "pixels", "seconds", "spread"]
+    assert lines[3].index("16,384") + len("16,384") == lines[4].index("65,536") + len("65,536")  # right-aligned
+    assert "|" not in table._repr_html_()
+    with pytest.raises(ValueError, match="row 0 has 1 cells but the header has 2 columns"):
+        html_table([["x"]], ["a", "b"])
+    folded = html_table([[1]], ["n"], details="The table <of n>")._repr_html_()
+    assert folded.startswith("<details><summary>The table &lt;of n&gt;</summary><table") and folded.endswith("</details>")
+
+
+def test_live_training_plot_with_one_point_draws_no_axis():
+    from nstlib.plotting import LiveTrainingPlot
+
+    live = LiveTrainingPlot("wave")
+    live(1, {"total": 31415.9}, None)
+    figure = live.figure()
+    ax = figure.axes[0]
+    assert len(ax.lines) == 0 and list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+    assert any(text.startswith("step 1: total loss 3.142e+04") for text in texts(figure))
+    live(2, {"total": 20000.0}, [torch.zeros(1, 3, 8, 8)] * 3)
+    curve = live.figure().axes[0]
+    np.testing.assert_array_equal(curve.lines[0].get_ydata(), [31415.9, 20000.0])
+    assert live.figure().get_size_inches()[0] <= plotting.BOOK_WIDTH + 1e-9
+
+
+def test_previews_made_in_one_cell_share_one_output(fake_display, monkeypatch):
+    cell = {"key": (1, 7)}
+    monkeypatch.setattr(plotting, "_cell_key", lambda: cell["key"])
+    monkeypatch.setattr(plotting, "_cell_outputs", {})
+    for run in range(3):  # three previews in one cell: one output, updated in place
+        with LivePreview() as preview:
+            preview.update(torch.rand(3, 4, 4), 0, {"total": float(run)})
+    assert len(fake_display.calls) == 1 and fake_display.handle.update.call_count == 2
+    assert fake_display.bundles()[-1]["text/plain"] == "step 0 | total 2"
+    cell["key"] = (1, 8)  # the next cell gets its own output
+    LivePreview().update(torch.rand(3, 4, 4), 0, {})
+    assert len(fake_display.calls) == 2

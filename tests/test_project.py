@@ -45,12 +45,17 @@ def _merged(requirements: list[str]) -> dict[str, str]:
 
 
 def _conda_packages(env: dict) -> dict[str, str]:
-    """PyPI name -> spec of a conda environment's packages (python and pip left out)."""
+    """PyPI name -> spec of a conda environment's packages (python and pip left out); packages that only
+    PyPI has sit in its ``pip:`` list and count too (the local install ``-e .`` does not)."""
     conda = {}
     for item in env["dependencies"]:
         if isinstance(item, str) and not re.match(r"(python|pip)\b", item):
             name, spec = _split(item)
             conda[CONDA_NAMES.get(name, name)] = spec
+        elif isinstance(item, dict):
+            for requirement in item.get("pip", []):
+                if not requirement.startswith("-"):
+                    conda.update([_split(requirement)])
     return conda
 
 

@@ -1,10 +1,14 @@
-"""The sample manifest and fetch_sample(): cache, mirror folder, mirror URL, quick mode, pinned URL."""
+"""The sample manifest and fetch_sample(): cache, mirror folder, mirror URL, quick mode, pinned URL, and rows
+whose checksum is recorded on first use (trusted once, checked on every later use)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import json
 import re
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +22,11 @@ from nstlib.data.download import DownloadError
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SEED_FIRST_USE = ["old_canal_port", "lisa_gherardini", "water_lilies_1916"]
+"""The three of the seed's seven styles pinned to Wikimedia Commons, whose checksum is recorded on first use."""
+
 EXPECTED_NAMES = {
-    "style": ["starry_night", "the_scream", "wave", "udnie", "mosaic", "candy", "rain_princess"],
+    "style": ["starry_night", "the_scream", "wave", "udnie", "mosaic", "candy", "rain_princess", *SEED_FIRST_USE],
     "content": ["tubingen", "golden_gate", "amber"],
 }
 
@@ -54,12 +61,20 @@ def test_manifest_is_consistent():
     for name, s in samples.SAMPLES.items():
         assert s.name == name
         assert s.file.startswith(s.kind + "/") and s.file.endswith(".jpg")
+        assert s.title and s.artist and s.rights
+        assert s.year is None or re.fullmatch(r"(c\. )?1[0-9]{3}", s.year)
+        if name in SEED_FIRST_USE:  # Wikimedia Commons originals: public domain, checksum recorded on first use
+            assert s.url.startswith("https://upload.wikimedia.org/wikipedia/commons/") and s.url.endswith(".jpg")
+            assert s.sha256 is None and s.bytes is None and "public domain" in s.rights
+            file_name = urllib.parse.unquote(s.url.rsplit("/", 1)[1])
+            digest = hashlib.md5(file_name.encode()).hexdigest()  # Commons stores File:X under /<d[0]>/<d[:2]>/X
+            assert s.url.split("/commons/", 1)[1].startswith(f"{digest[0]}/{digest[:2]}/")
+            continue
         assert s.url.startswith("https://") and s.url.rsplit("/", 1)[1] == s.file.rsplit("/", 1)[1]
         assert re.fullmatch(r"[0-9a-f]{64}", s.sha256)
         assert s.bytes > 10_000 and s.width >= 256 and s.height >= 256
-        assert s.title and s.artist and s.rights
-        assert s.year is None or re.fullmatch(r"(c\. )?1[0-9]{3}", s.year)
-    assert len({s.sha256 for s in samples.SAMPLES.values()}) == len(samples.SAMPLES)
+    pinned = [s for s in samples.SAMPLES.values() if s.sha256 is not None]
+    assert len({s.sha256 for s in pinned}) == len(pinned) == len(samples.SAMPLES) - len(SEED_FIRST_USE)
     assert len({s.file for s in samples.SAMPLES.values()}) == len(samples.SAMPLES)
 
 
@@ -71,17 +86,21 @@ def test_shipped_manifest_read_a_second_way():
     assert [row["name"] for row in rows] == list(samples.SAMPLES)
     for row in rows:
         s = samples.SAMPLES[row["name"]]
-        assert (s.kind, s.file, s.title, s.artist, s.rights, s.url, s.sha256) == (
-            row["kind"], row["file"], row["title"], row["artist"], row["rights"], row["url"], row["sha256"])
+        assert (s.kind, s.file, s.title, s.artist, s.rights, s.url) == (
+            row["kind"], row["file"], row["title"], row["artist"], row["rights"], row["url"])
+        assert s.sha256 == (None if row["sha256"] == "first-use" else row["sha256"])
         assert s.year == (row["year"] or None)
-        assert (s.bytes, s.width, s.height) == (int(row["bytes"]), int(row["width"]), int(row["height"]))
+        assert (s.bytes, s.width, s.height) == tuple(int(row[c]) if row[c] else None for c in ("bytes", "width", "height"))
 
 
 def test_load_manifest_round_trip_and_line_endings(tmp_path):
     # every shipped sample written out by hand, read back by load_manifest: nothing lost, order kept
     header = "\t".join(samples.MANIFEST_COLUMNS)
-    body = ["\t".join("" if getattr(s, c) is None else str(getattr(s, c)) for c in samples.MANIFEST_COLUMNS)
-            for s in reversed(list(samples.SAMPLES.values()))]
+    def field(s, c):
+        value = getattr(s, c)
+        return samples.FIRST_USE if c == "sha256" and value is None else "" if value is None else str(value)
+
+    body = ["\t".join(field(s, c) for c in samples.MANIFEST_COLUMNS) for s in reversed(list(samples.SAMPLES.values()))]
     path = tmp_path / "copy.tsv"
     path.write_bytes(("\r\n".join([header] + body) + "\r\n").encode("utf-8"))  # Windows line endings
     loaded = samples.load_manifest(path)
@@ -323,3 +342,131 @@ def test_offline_download_error_gives_the_same_hints_as_the_weights(monkeypatch,
                  "For an offline smoke test of the course set NSTLIB_QUICK=1"):
         assert hint in message, hint
     assert not cached.exists()
+
+
+# -- trust on first use -------------------------------------------------------------------------
+
+def _png(color, size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+FIRST = _png((200, 30, 30))
+CHANGED = _png((30, 30, 200))
+
+
+def _first_use_sample(url: str) -> samples.Sample:
+    return _test_sample(url=url, name="first_use", file="style/first_use.png", sha256=None, bytes=None, width=None,
+                        height=None)
+
+
+@pytest.fixture
+def first_use(monkeypatch, http_server, cache_dir):
+    """A first-use row whose URL is the local server (which serves FIRST there)."""
+    sample = _first_use_sample(http_server.add("/commons/first_use.png", FIRST))
+    monkeypatch.setitem(samples.SAMPLES, sample.name, sample)
+    return sample
+
+
+def test_manifest_accepts_first_use_rows_with_sizes_to_record(tmp_path):
+    path = tmp_path / "m.tsv"
+    path.write_text(_manifest_text(sha256="first-use", bytes="", width="", height=""), encoding="utf-8")
+    (only,) = samples.load_manifest(path).values()
+    assert (only.sha256, only.bytes, only.width, only.height) == (None, None, None, None)
+    path.write_text(_manifest_text(sha256="first-use", bytes="10", width="4", height="3"), encoding="utf-8")
+    (known,) = samples.load_manifest(path).values()
+    assert (known.sha256, known.bytes, known.width, known.height) == (None, 10, 4, 3)
+    path.write_text(_manifest_text(sha256="first-use", bytes="ten"), encoding="utf-8")
+    with pytest.raises(samples.ManifestError, match=r"bytes 'ten' must be a positive whole number \(or empty"):
+        samples.load_manifest(path)
+    path.write_text(_manifest_text(bytes=""), encoding="utf-8")  # a pinned row still needs its size
+    with pytest.raises(samples.ManifestError, match="bytes '' must be a positive whole number"):
+        samples.load_manifest(path)
+    path.write_text(_manifest_text(sha256="later"), encoding="utf-8")
+    with pytest.raises(samples.ManifestError, match="or first-use"):
+        samples.load_manifest(path)
+    assert samples.standin_size(only, 64) == (64, 64)  # no pixel size yet: a square stand-in
+
+
+def test_first_use_records_the_file_then_checks_every_later_use(first_use, http_server, cache_dir):
+    assert not samples.is_available(first_use)
+    path = samples.fetch_sample("first_use", progress=False)
+    assert path == cache_dir / "images" / "style" / "first_use.png" and path.read_bytes() == FIRST
+    record = json.loads(samples.record_path(first_use).read_text())
+    assert record["sha256"] == hashlib.sha256(FIRST).hexdigest() and record["bytes"] == len(FIRST)
+    assert (record["width"], record["height"]) == (40, 30) and record["url"] == first_use.url
+    assert samples.recorded("first_use") == record and samples.is_available("first_use")
+    assert samples.fetch_sample("first_use", progress=False) == path  # a cache hit, checked against the record
+    assert http_server.count("/commons/first_use.png") == 1
+    # the cached copy is damaged: fetched again, and the same file passes the record's check
+    path.write_bytes(FIRST[:-1] + b"!")
+    assert not samples.is_available(first_use)
+    assert samples.fetch_sample("first_use", progress=False).read_bytes() == FIRST
+    assert http_server.count("/commons/first_use.png") == 2
+    # upstream changed: refused, nothing cached, the record named with the way to accept the new file
+    path.unlink()
+    http_server.add("/commons/first_use.png", CHANGED)
+    with pytest.raises(DownloadError) as info:
+        samples.fetch_sample("first_use", progress=False)
+    message = str(info.value)
+    assert "sha256 mismatch" in message and hashlib.sha256(CHANGED).hexdigest() in message
+    assert f"If you trust the new file, delete {samples.record_path(first_use)}" in message
+    assert not path.exists() and json.loads(samples.record_path(first_use).read_text()) == record
+    samples.record_path(first_use).unlink()  # the user accepts the new file
+    assert samples.fetch_sample("first_use", progress=False).read_bytes() == CHANGED
+    assert samples.recorded(first_use)["sha256"] == hashlib.sha256(CHANGED).hexdigest()
+
+
+def test_first_use_of_a_mirror_copy_and_of_a_file_placed_by_hand(monkeypatch, cache_dir, tmp_path, no_network):
+    sample = _first_use_sample("https://example.invalid/first_use.png")
+    monkeypatch.setitem(samples.SAMPLES, sample.name, sample)
+    mirror = tmp_path / "mirror"
+    (mirror / "style").mkdir(parents=True)
+    (mirror / "style" / "first_use.png").write_bytes(FIRST)
+    monkeypatch.setenv("NSTLIB_MIRROR", str(mirror))
+    assert samples.is_available(sample)  # a mirror folder holds it: no network needed
+    assert samples.fetch_sample("first_use", progress=False).read_bytes() == FIRST
+    assert samples.recorded(sample)["source"] == str(mirror)
+    cached = cache_dir / "images" / "style" / "first_use.png"
+    cached.unlink()
+    (mirror / "style" / "first_use.png").write_bytes(CHANGED)  # a different mirror copy is refused
+    with pytest.raises(DownloadError, match=hashlib.sha256(FIRST).hexdigest()):
+        samples.fetch_sample("first_use", progress=False)
+    monkeypatch.delenv("NSTLIB_MIRROR")
+    samples.record_path(sample).unlink()
+    cached.write_bytes(CHANGED)  # placed by hand, no record yet: trusted and recorded, without the network
+    assert samples.fetch_sample("first_use", progress=False) == cached
+    assert samples.recorded(sample)["sha256"] == hashlib.sha256(CHANGED).hexdigest()
+    samples.record_path(sample).write_text("{not json", encoding="utf-8")
+    with pytest.raises(DownloadError, match="(?s)record is damaged.*Fix: delete"):
+        samples.fetch_sample("first_use", progress=False)
+
+
+def test_first_use_refuses_a_file_that_is_not_an_image(monkeypatch, http_server, cache_dir):
+    sample = _first_use_sample(http_server.add("/commons/broken.png", b"\x89PNG but not really an image" * 10))
+    monkeypatch.setitem(samples.SAMPLES, sample.name, sample)
+    with pytest.raises(DownloadError, match="not a readable image"):
+        samples.fetch_sample("first_use", progress=False)
+    assert not (cache_dir / "images" / sample.file).exists() and samples.recorded(sample) is None
+
+
+def test_quick_mode_never_downloads_a_first_use_row(first_use, http_server, cache_dir, monkeypatch, capsys):
+    monkeypatch.setenv("NSTLIB_QUICK", "1")
+    path = samples.fetch_sample("first_use")
+    assert path == cache_dir / "standins" / "first_use.png" and http_server.count() == 0
+    with Image.open(path) as image:
+        assert image.size[0] == image.size[1]  # square: the pixel size is not known before first use
+    assert samples.recorded(first_use) is None
+
+
+def test_availability_note_says_which_images_are_real(test_sample, cache_dir, monkeypatch, no_network):
+    monkeypatch.setattr(samples, "SAMPLES", {test_sample.name: test_sample, "tubingen": samples.get_sample("tubingen")})
+    assert samples.availability_note() == "Sample images: none of the 2 is cached, so all are synthetic stand-ins."
+    cached = cache_dir / "images" / test_sample.file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(BODY)
+    assert samples.availability_note() == ("Sample images: 1 of 2 are the real images, from the cache (test_style); "
+                                           "the other 1 are synthetic stand-ins.")
+    cached.write_bytes(BODY + b"!")  # a copy that fails its check is not real
+    assert samples.availability_note().startswith("Sample images: none of the 2")

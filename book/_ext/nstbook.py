@@ -18,12 +18,19 @@ It adds what the static configuration cannot say:
   ``[project.urls] Repository``, the setting the README badges and the notebooks' setup cells use.
 * **The gallery directive** ``grid-figure``: the figure and table of one papermill batch (``book/grids``),
   or, when the batch has not run yet, a note saying how to make it (the build never fails on that).
+* **Pages that render offline.** The maths is typeset by a local copy of MathJax 3 (the files of the
+  ``sphinx-mathjax-offline`` package, copied into ``_static/mathjax``; without that package the build says so and
+  falls back to the CDN), the notebooks' "Open in Colab" badge is a local SVG (``book/_static/colab-badge.svg``)
+  instead of an image on colab.research.google.com, and ``book/_static/nstbook.css`` wraps long code lines and
+  printed tables inside the text column and styles the notebooks' HTML tables (``nstlib.html_table``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import html
+import importlib.metadata
 import os
 import re
 import shutil
@@ -36,25 +43,43 @@ from pathlib import Path
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.errors import ConfigError
+from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 import nstlib
 from nstlib import config as nstconfig
 from nstlib.course.book import gallery_output
+from nstlib.data import samples as nstsamples
 
 LOGGER = logging.getLogger(__name__)
 
 QUICK_TIMEOUT = 300
 """Seconds per notebook cell in quick mode (full builds use ``execute.timeout`` of ``_config.yml``)."""
 
-QUICK_BANNER = (
-    "<strong>Quick-mode build</strong> (<code>NSTLIB_QUICK=1</code>, built offline): the notebooks ran at "
-    f"smoke-test scale (images &le; {nstconfig.MAX_SIZE} px, &le; {nstconfig.MAX_STEPS} steps, random VGG19 weights, "
-    "synthetic stand-in images). The pictures are <strong>not</strong> real results; build without "
-    "<code>NSTLIB_QUICK</code> for the real course."
-)
-"""The announcement shown at the top of every page of a quick-mode build."""
+STATIC = Path(__file__).resolve().parent.parent / "_static"
+"""``book/_static``: the book's own static files (stylesheet, Colab badge)."""
+
+COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
+"""The badge image the notebooks link (it works on GitHub and Colab); the book shows its local copy instead."""
+
+MATHJAX_DISTRIBUTION = "sphinx-mathjax-offline"
+"""The PyPI package whose files are the book's local MathJax 3 (``<package>/static/mathjax``)."""
+
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output", "a11y", "ui", "sre", "adaptors")
+"""What the book copies of MathJax: the TeX-to-HTML component and the folders it loads on demand."""
+
+
+def quick_banner() -> str:
+    """The announcement at the top of every page of a quick-mode build: what ran, and which images were real.
+
+    The sample images are described as this machine has them (:func:`nstlib.data.samples.availability_note`):
+    quick mode uses a cached copy where there is one and a synthetic stand-in otherwise.
+    """
+    return ("<strong>Quick-mode build</strong> (<code>NSTLIB_QUICK=1</code>, built offline): the notebooks ran at "
+            f"smoke-test scale (images &le; {nstconfig.MAX_SIZE} px, &le; {nstconfig.MAX_STEPS} steps, random VGG19 "
+            f"weights). {html.escape(nstsamples.availability_note())} The pictures are <strong>not</strong> real "
+            "results; build without <code>NSTLIB_QUICK</code> for the real course.")
 
 QUICK_MARK = 'id="nstbook-quick-mode"'
 """An attribute of the banner's text that tests look for."""
@@ -100,7 +125,7 @@ def _configure(app, config) -> None:
                           f"Repository is {wanted!r}; make them equal (pyproject.toml is the source of truth)")
 
     if is_quick:
-        config.html_theme_options["announcement"] = f"<span {QUICK_MARK}>{QUICK_BANNER}</span>"
+        config.html_theme_options["announcement"] = f"<span {QUICK_MARK}>{quick_banner()}</span>"
         timeout = config.nb_execution_timeout  # None or <= 0: no limit
         if timeout is None or timeout <= 0 or timeout > QUICK_TIMEOUT:
             config.nb_execution_timeout = QUICK_TIMEOUT
@@ -114,6 +139,61 @@ def _configure(app, config) -> None:
                 if old.is_dir() and old.name != name and re.fullmatch(rf"{mode}-[0-9a-f]{{12}}", old.name):
                     shutil.rmtree(old)
         config.nb_execution_cache_path = str(caches / name)
+
+
+def local_mathjax() -> Path | None:
+    """The folder of the installed ``sphinx-mathjax-offline`` package's MathJax 3 (holding ``tex-chtml.js``), or None."""
+    try:
+        files = importlib.metadata.files(MATHJAX_DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "tex-chtml.js" and file.parent.name == "mathjax":
+            folder = Path(str(file.locate())).parent
+            return folder if (folder / "tex-chtml.js").is_file() else None
+    return None
+
+
+def _configure_offline(app, config) -> None:
+    """``config-inited``: the book's stylesheet, and MathJax from the local copy when it is installed."""
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
+    app.add_css_file("nstbook.css")
+    if local_mathjax() is not None:
+        config.mathjax_path = "mathjax/tex-chtml.js"  # relative to _static: see _copy_mathjax
+    else:
+        LOGGER.info(f"[nstbook] {MATHJAX_DISTRIBUTION} is not installed: the maths loads MathJax from "
+                    f"{config.mathjax_path} and needs the network (pip install {MATHJAX_DISTRIBUTION}, or make)")
+
+
+def _copy_mathjax(app, exception) -> None:
+    """``build-finished``: copy the local MathJax into ``_static/mathjax`` (only the parts the TeX component loads)."""
+    source = local_mathjax()
+    if exception is not None or source is None or app.builder.format != "html":
+        return
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for part in MATHJAX_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part, dirs_exist_ok=True)
+        elif (source / part).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / part, target / part)
+
+
+class LocalColabBadge(SphinxTransform):
+    """Show the "Open in Colab" badge from ``book/_static`` instead of colab.research.google.com (pages work offline).
+
+    Runs while a page is read, before Sphinx collects its images, so the local SVG is copied like any image.
+    """
+
+    default_priority = 200
+
+    def apply(self, **kwargs) -> None:
+        badge = "/" + os.path.relpath(STATIC / "colab-badge.svg", self.env.srcdir).replace(os.sep, "/")
+        for image in self.document.findall(nodes.image):
+            if image.get("uri") == COLAB_BADGE_URL:
+                image["uri"] = badge  # "/..." is relative to the source folder (the repository root)
+                if "candidates" in image.attributes:
+                    del image["candidates"]
 
 
 def _execute_in_parallel(app, env, docnames) -> None:
@@ -235,6 +315,9 @@ def setup(app):
     app.add_config_value("nstbook_quick", False, "env")
     app.add_config_value("nstbook_fingerprint", "", "env")
     app.connect("config-inited", _configure)
+    app.connect("config-inited", _configure_offline)
     app.connect("env-before-read-docs", _execute_in_parallel)
+    app.connect("build-finished", _copy_mathjax)
+    app.add_transform(LocalColabBadge)
     app.add_directive("grid-figure", GridFigure)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

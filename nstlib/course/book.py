@@ -208,7 +208,6 @@ def missing_downloads() -> list[tuple[str, str, Path]]:
 
     from .. import config
     from ..data import samples
-    from ..data.download import sha256_file
     from ..data.pretrained import ARCHIVE_NAME, ARCHIVE_URL, MODELS_FOLDER, PRETRAINED_STYLES, pretrained_dir
 
     missing = []
@@ -217,10 +216,7 @@ def missing_downloads() -> list[tuple[str, str, Path]]:
     images = config.cache_dir() / "images"
     mirror = config.mirror()
     mirror_url = mirror if mirror and mirror.lower().startswith(("http://", "https://")) else None
-    folder = Path(mirror).expanduser() if mirror and not mirror_url else None
-    absent = [sample for sample in samples.SAMPLES.values()
-              if not ((images / sample.file).is_file() and sha256_file(images / sample.file) == sample.sha256)
-              and not (folder is not None and (folder / sample.file).is_file())]
+    absent = [sample for sample in samples.SAMPLES.values() if not samples.is_available(sample)]
     if absent:
         url = mirror_url.rstrip("/") + "/" + absent[0].file if mirror_url else absent[0].url
         missing.append((f"{len(absent)} sample images", url, images))
