@@ -348,7 +348,8 @@ def _add_train(commands, common) -> None:
     p.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
                    help="VGG19 weights of the loss (default imagenet)")
     p.add_argument("--amp", choices=("auto", "off", "float16", "bfloat16"), default="auto",
-                   help="mixed precision on CUDA (default auto)")
+                   help="mixed precision: auto (float16 or bfloat16 on CUDA, float32 on the CPU), off, float16 "
+                        "(CUDA), bfloat16 (CUDA, or a CPU that computes bfloat16 natively)")
     p.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here")
     p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
     p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept (default 3)")
@@ -748,7 +749,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume, seed=args.seed, num_workers=args.num_workers, progress=not args.quiet,
             log_every=args.log_every or 10, callback=_train_monitor(args.log_every),
         )
-    result.save(out)
+    result.save(out)  # rank 0 only under torchrun
+    if getattr(result, "rank", 0) != 0:
+        return EXIT_OK
     losses = result.final_losses()
     loss = f", final loss {losses['total']:.4g}" if "total" in losses else ""
     where = f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir is not None else ""
