@@ -515,3 +515,51 @@ def test_concurrent_processes_share_one_download(trickle_server, cache_dir, tmp_
     # one transfer, resumed from the leftover when there was one; the others waited and reused it
     assert trickle_server.log == [f"bytes={leftover}-" if leftover else None]
     assert all(p.suffix == ".lock" for p in (cache_dir / "locks").iterdir())
+
+
+class _DripHandler(http.server.BaseHTTPRequestHandler):
+    """Announces 1,000 bytes, then sends one every 0.05 s: each read succeeds, the download never ends."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def do_GET(self):
+        self.server.requests += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+
+def test_a_trickling_server_is_abandoned_not_waited_for(tmp_path):
+    """Per-read time-outs never fire on a drip (each byte comes within 0.05 s); the rate check does:
+    after ``timeout`` seconds an attempt averaging under ``min_rate`` bytes/s fails, and so does the
+    download once its retries are spent (a 1,000-byte drip would otherwise take 50 s)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DripHandler)
+    server.daemon_threads, server.requests = True, 0
+    server.handle_error = lambda request, address: None
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/drip.bin"
+        start = time.perf_counter()
+        with pytest.raises(DownloadError, match="too slow") as info:
+            dl.download(url, tmp_path / "drip.bin", timeout=0.5, retries=1, backoff=0.01, min_rate=100,
+                        progress=False)
+        seconds = time.perf_counter() - start
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seconds < 10, f"took {seconds:.1f} s"
+    assert server.requests == 2 and "gave up after 2 attempts" in str(info.value)
+    assert not (tmp_path / "drip.bin").exists()
+    with pytest.raises(ValueError, match="min_rate"):
+        dl.download(url, tmp_path / "x.bin", min_rate=-1)

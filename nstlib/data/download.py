@@ -202,9 +202,14 @@ def _looks_like_html(head: bytes) -> bool:
     return text.startswith(b"<!doctype html") or text.startswith(b"<html")
 
 
+MIN_RATE = 1024
+"""Bytes per second an attempt must average once it has run ``timeout`` seconds (see :func:`download`)."""
+
+
 def _attempt(url: str, part: Path, *, size: int | None, timeout: float, progress: bool,
-             allow_http: bool, expect_html: bool, desc: str) -> None:
+             allow_http: bool, expect_html: bool, desc: str, min_rate: float = MIN_RATE) -> None:
     """One request: fill ``part`` (resuming it when it exists). Raises _Transient, _Restart or DownloadError."""
+    started = time.monotonic()
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": user_agent(), "Accept-Encoding": "identity"}
     if offset:
@@ -260,11 +265,12 @@ def _attempt(url: str, part: Path, *, size: int | None, timeout: float, progress
                                 "the file changed upstream (or the link serves something else): check the URL, "
                                 "or use a mirror (NSTLIB_MIRROR) that holds the expected file")
         received = 0
+        read = getattr(response, "read1", response.read)  # returns what has arrived: a trickle cannot hide in one read
         with open(part, mode) as f, config.progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
                                          unit_divisor=1024, desc=desc, disable=not progress) as bar:
             while True:
                 try:
-                    chunk = response.read(CHUNK_SIZE)
+                    chunk = read(CHUNK_SIZE)
                 except TimeoutError as err:
                     raise _Transient(f"timed out after {timeout} s in the middle of the file "
                                      f"({offset + received} bytes in)", _timeout_fix(timeout)) from err
@@ -276,6 +282,10 @@ def _attempt(url: str, part: Path, *, size: int | None, timeout: float, progress
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                elapsed = time.monotonic() - started
+                if min_rate and elapsed > timeout and received < min_rate * elapsed:
+                    raise _Transient(f"too slow: {received} bytes in {elapsed:.0f} s, under {min_rate:g} bytes/s "
+                                     f"({offset + received} bytes in)", _NETWORK_FIX)
         if length is not None and received < length:
             raise _Transient(f"connection closed after {offset + received} of {offset + length} bytes", _NETWORK_FIX)
 
@@ -356,13 +366,13 @@ def _identity(path: Path) -> tuple[int, ...] | None:
 
 
 def _fill_part(url: str, part: Path, name: str, *, size: int | None, timeout: float, retries: int,
-               backoff: float, progress: bool, allow_http: bool, expect_html: bool) -> None:
+               backoff: float, progress: bool, allow_http: bool, expect_html: bool, min_rate: float) -> None:
     """Complete ``part`` with retries and restarts (see :func:`download`); the caller holds the lock."""
     attempt = restarts = 0
     while True:
         try:
             _attempt(url, part, size=size, timeout=timeout, progress=progress, allow_http=allow_http,
-                     expect_html=expect_html, desc=name)
+                     expect_html=expect_html, desc=name, min_rate=min_rate)
             return
         except _Restart:
             part.unlink(missing_ok=True)
@@ -383,7 +393,7 @@ def _fill_part(url: str, part: Path, name: str, *, size: int | None, timeout: fl
 
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, size: int | None = None,
              timeout: float = 30.0, retries: int = 3, backoff: float = 1.0, progress: bool = True,
-             allow_http: bool = False, expect_html: bool = False) -> Path:
+             allow_http: bool = False, expect_html: bool = False, min_rate: float = MIN_RATE) -> Path:
     """Download ``url`` to ``dest`` (replaced atomically) and return ``Path(dest)``.
 
     Args:
@@ -394,6 +404,9 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
         size: expected size in bytes, or None. Checked against the announced
             ``Content-Length`` before the body is read, and against the file after.
         timeout: seconds to wait for the connection and for each read.
+        min_rate: bytes per second an attempt must average once it has run ``timeout``
+            seconds; a slower one is abandoned and retried (resuming), so a server that
+            trickles a byte now and then cannot keep a download waiting for ever. 0: no check.
         retries: how many times to retry after a transient failure (5xx, network
             error, time-out); 4xx answers are never retried.
         backoff: before retry ``k`` (0-based) wait ``backoff * 2**k`` seconds.
@@ -418,6 +431,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
         raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
     if backoff < 0:
         raise ValueError(f"backoff={backoff!r} must be >= 0 seconds")
+    if not isinstance(min_rate, (int, float)) or isinstance(min_rate, bool) or min_rate < 0:
+        raise ValueError(f"min_rate={min_rate!r} must be a number of bytes per second >= 0 (0: no check)")
     dest = Path(dest)
     if dest.is_dir():
         raise IsADirectoryError(f"dest={str(dest)!r} is a folder: pass the path of the file to write")
@@ -430,7 +445,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
                 sha256 is None or sha256_file(dest) == sha256):
             return dest  # another process wrote it while this one waited for the lock
         _fill_part(url, part, dest.name, size=size, timeout=timeout, retries=retries, backoff=backoff,
-                   progress=progress, allow_http=allow_http, expect_html=expect_html)
+                   progress=progress, allow_http=allow_http, expect_html=expect_html, min_rate=min_rate)
         _verify(url, part, sha256=sha256, size=size, expect_html=expect_html)
         os.replace(part, dest)
     return dest
