@@ -484,7 +484,7 @@ def test_book_command_and_gallery_output(monkeypatch, tmp_path):
 def test_gallery_grids_are_valid_and_cover_the_figures_the_book_uses(monkeypatch):
     monkeypatch.delenv("NSTLIB_QUICK", raising=False)
     grids = {path.stem: batch.load_grid(path) for path in course.gallery_grids()}
-    assert set(grids) == {"style_weight_sweep", "layer_choice", "basic_vs_fast", "runtime_vs_size"}
+    assert set(grids) == {"style_weight_sweep", "layer_choice", "basic_vs_fast", "runtime_vs_size", "adain_alpha"}
     assert grids["runtime_vs_size"].figure["kind"] == "plot" and grids["runtime_vs_size"].figure["x"] == "SIZE"
     assert {Path(str(v)).stem for v in grids["basic_vs_fast"].axes["notebook"]} == {"03_gatys_style_transfer", "05_fast_stylization"}
     gallery = (ROOT / "book" / "gallery.md").read_text()
