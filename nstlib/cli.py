@@ -8,6 +8,8 @@
     nstlib download NAME [NAME ...]                                  samples, models, weights, datasets
     nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.course.batch)
     nstlib book build|refresh                                        the course book (nstlib.course.book)
+    nstlib stylize IN.mp4 --model MODEL -o OUT.mp4 [--blend B]       a video, frame by frame (nstlib.video)
+    nstlib export MODEL --format examples|onnx -o OUT                a model for other tools
     nstlib info                                                      versions, device, settings
 
 This module declares every subcommand and its options once; ``python -m nstlib`` and
@@ -135,6 +137,21 @@ pixel_size = _whole_number(1, "a positive whole number", MAX_SIZE)
 """An argparse type: a size in pixels, 1 .. :data:`MAX_SIZE`."""
 
 
+VIDEO_READ_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv", ".ogg", ".mpg", ".mpeg"})
+"""Extensions ``nstlib stylize`` treats as videos (a test keeps them inside nstlib.video's READ_SUFFIXES)."""
+
+
+def unit_fraction(text: str) -> float:
+    """``text`` as a number in [0, 1) (argparse type for --blend)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0 and < 1")
+    return value
+
+
 def weight(text: str) -> float:
     """``text`` as a finite float >= 0 (argparse type for loss weights)."""
     try:
@@ -247,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(commands, common)
     _add_batch(commands, common)
     _add_book(commands, common)
+    _add_export(commands, common)
     _add_info(commands, common)
     return parser
 
@@ -277,6 +295,10 @@ def _add_stylize(commands, common) -> None:
                         "natively, else ONNX Runtime if installed, else float32), torch (plain float32), "
                         "bfloat16 or onnx")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = p.add_argument_group("Video (CONTENT a video file such as in.mp4, with --model; pip install \"nstlib[video]\")")
+    v.add_argument("--blend", type=unit_fraction, default=0.0,
+                   help="temporal blending with the previous stylised frame, 0 (default) to <1: less flicker, more trail")
+    v.add_argument("--no-audio", action="store_true", help="drop the sound (default: copied)")
     g = p.add_argument_group("Gatys optimisation (not with --model)")
     g.add_argument("--steps", type=steps_value, help=f"loss evaluations (default {DEFAULT_STEPS}); with --scales "
                    "one value for every stage or a list such as 200,100")
@@ -417,6 +439,21 @@ def _add_book(commands, common) -> None:
                                  "checked outputs")
     refresh.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
     p.set_defaults(run=cmd_book)
+
+
+def _add_export(commands, common) -> None:
+    p = commands.add_parser(
+        "export", parents=[common], help="save a fast model for other tools: pytorch/examples or ONNX",
+        description="Write MODEL (a checkpoint from 'nstlib train' or a pretrained style) in pytorch/examples' "
+                    "fast_neural_style state-dict format (its names, pixels 0..255; loads into its "
+                    "TransformerNet with strict=True), or as ONNX (pip install \"nstlib[onnx]\"; checked "
+                    "against PyTorch with ONNX Runtime).",
+        epilog="Example: nstlib export starry_night.pth --format onnx -o starry_night.onnx")
+    p.add_argument("model", metavar="MODEL", help="a checkpoint file or a pretrained style name")
+    p.add_argument("--format", choices=("examples", "onnx"), required=True, help="what to write")
+    p.add_argument("-o", "--output", metavar="OUT", help="the file to write (default MODEL_examples.pth or MODEL.onnx)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(run=cmd_export)
 
 
 def _add_info(commands, common) -> None:
@@ -580,10 +617,40 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
     if args.model is None and args.backend != "auto":
         raise UsageError(f"--backend {args.backend} chooses how a fast model runs: it needs --model")
+    if Path(str(args.content)).suffix.lower() in VIDEO_READ_SUFFIXES:
+        if args.model is None:
+            raise UsageError(f"{args.content} is a video: stylise it with a fast model (--model MODEL)")
+        return _stylize_video(args, started)
     out = _output_path(args.output, default_output_name(args), args.force, tuple(SAVE_FORMATS))
     if args.model is not None:
         return _stylize_fast(args, out, started)
     return _stylize_gatys(args, out, started)
+
+
+def _stylize_video(args: argparse.Namespace, started: float) -> int:
+    """``nstlib stylize in.mp4 --model MODEL``: every frame through the fast model (:func:`nstlib.stylize_video`)."""
+    from .checkpoints import load_transform_net
+    from .config import get_device
+    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
+    from .fast import stylize_image
+    from .video import VIDEO_SUFFIXES, stylize_video
+
+    default = f"{_name_part(args.content)}_{_name_part(args.model)}.mp4"
+    out = _output_path(args.output, default, args.force, tuple(VIDEO_SUFFIXES))
+    if not Path(args.content).expanduser().is_file():
+        raise UsageError(f"{args.content}: no such video file (the current folder is {Path.cwd()})")
+    model = Path(args.model).expanduser()
+    if not model.exists() and args.model not in PRETRAINED_STYLES:
+        raise UsageError(f"--model {args.model}: no such file and not a pretrained style ({', '.join(PRETRAINED_STYLES)})")
+    device = get_device(args.device)
+    net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
+    result = stylize_video(args.content, out, lambda frame: stylize_image(net, frame, device=device, backend=args.backend),
+                           blend=args.blend, audio="drop" if args.no_audio else "copy", size=args.size,
+                           progress=not args.quiet)
+    print(f"nstlib: wrote {out} ({result.frames} frames at {float(result.fps):g} fps, {result.width}x{result.height}, "
+          f"audio {result.audio}; flicker {result.flicker_in:.4f} in, {result.flicker_out:.4f} out) "
+          f"in {time.perf_counter() - started:.1f} s")
+    return EXIT_OK
 
 
 def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
@@ -938,6 +1005,28 @@ def info_lines() -> list[tuple[str, str]]:
         ("pretrained models", f"{sum(p.is_file() for p in pretrained)} of {len(pretrained)} cached in "
                               f"{pretrained[0].parent}"),
     ]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``nstlib export``: a model in pytorch/examples' format or as ONNX (:mod:`nstlib.export`)."""
+    from .checkpoints import load_transform_net, save_examples_format
+    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
+
+    suffix = ".onnx" if args.format == "onnx" else ".pth"
+    default = _name_part(args.model) + ("" if args.format == "onnx" else "_examples") + suffix
+    out = _output_path(args.output, default, args.force, (suffix,))
+    model = Path(args.model).expanduser()
+    if not model.exists() and args.model not in PRETRAINED_STYLES:
+        raise UsageError(f"MODEL {args.model}: no such file and not a pretrained style ({', '.join(PRETRAINED_STYLES)})")
+    net = load_transform_net(model) if model.exists() else load_pretrained(args.model)
+    if args.format == "onnx":
+        from .export import export_onnx
+
+        export_onnx(net, out)
+    else:
+        save_examples_format(net, out)
+    print(f"nstlib: wrote {out} ({args.format} format of {args.model})")
+    return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:

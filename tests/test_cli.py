@@ -806,3 +806,48 @@ def test_backend_reaches_stylize_image_and_needs_a_model(quick_env, tmp_path, mo
     assert seen == ["auto", "torch"]
     assert cli.main(["stylize", str(photo), str(photo), "--backend", "onnx", "-o", str(tmp_path / "c.png")]) == 2
     assert "--backend onnx chooses how a fast model runs: it needs --model" in capsys.readouterr().err
+
+
+def test_stylize_a_video_with_a_fast_model(quick_env, tmp_path, capsys):
+    """nstlib stylize in.mp4 --model candy: every frame through the model; the frame count, the frame rate
+    and the flicker it reports are those of the written file (read back with nstlib.read_frames)."""
+    from nstlib.video import READ_SUFFIXES
+
+    assert cli.VIDEO_READ_SUFFIXES <= READ_SUFFIXES
+    clip = nstlib.make_synthetic_clip(tmp_path / "in.mp4", frames=6, size=(48, 32), fps=12, with_audio=True)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["stylize", str(clip), "--model", "candy", "--blend", "0.5", "--no-audio", "-o", str(out),
+                     "--quiet"]) == 0
+    line = capsys.readouterr().out
+    info = nstlib.video_info(out)
+    assert "6 frames at 12 fps" in line and "audio dropped" in line
+    assert info.frames == 6 and float(info.fps) == 12 and info.audio_codec is None
+    assert cli.main(["stylize", str(clip), str(clip), "-o", str(tmp_path / "g.mp4")]) == 2
+    assert "is a video" in capsys.readouterr().err
+    assert cli.main(["stylize", str(clip), "--model", "candy", "--blend", "1"]) == 2
+
+
+def test_export_writes_examples_format_and_onnx(quick_env, tmp_path, capsys):
+    """nstlib export: the examples file equals nstlib.checkpoints.to_examples_state_dict of the same model;
+    the ONNX file runs in ONNX Runtime to the PyTorch output."""
+    import numpy as np
+    import onnxruntime
+
+    from nstlib.checkpoints import to_examples_state_dict
+
+    net = TransformerNet()
+    model = save_transform_net(net, tmp_path / "net.pth")
+    out = tmp_path / "net_examples.pth"
+    assert cli.main(["export", str(model), "--format", "examples", "-o", str(tmp_path) + "/"]) == 0
+    saved = torch.load(out, weights_only=True)
+    expected = to_examples_state_dict(load_transform_net(model))
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+    onnx_file = tmp_path / "net.onnx"
+    assert cli.main(["export", str(model), "--format", "onnx", "-o", str(onnx_file)]) == 0
+    image = torch.rand(1, 3, 36, 44)
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: image.numpy()})[0]
+    with torch.no_grad():
+        want = load_transform_net(model)(image).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert cli.main(["export", "nope.pth", "--format", "onnx", "-o", str(tmp_path / "x.onnx")]) == 2
