@@ -40,6 +40,7 @@ from .checkpoints import (
     LATEST,
     history_lists,
     history_tensors,
+    read_train_checkpoint,
     rng_states,
     set_rng_states,
     step_files,
@@ -332,12 +333,8 @@ def _set_up(o: dict) -> _Run:
 
 
 def _read_checkpoint(path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("kind") != ADAIN_CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a training checkpoint of nstlib.train_adain_decoder")
-    if state.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by a newer nstlib (version {state.get('version')}): upgrade nstlib")
-    return state
+    return read_train_checkpoint(path, kind=ADAIN_CHECKPOINT_KIND, trainer="nstlib.train_adain_decoder",
+                                 version=CHECKPOINT_VERSION)
 
 
 def _find_checkpoint(o: dict) -> tuple[Path, dict] | None:

@@ -596,12 +596,14 @@ def write_train_checkpoint(directory: Path, step: int, payload: dict, keep: int)
     return path
 
 
-def read_train_checkpoint(path: Path) -> dict:
-    """A training checkpoint (``weights_only=True``); ValueError for another file or a newer version."""
+def read_train_checkpoint(path: Path, *, kind: str = TRAIN_CHECKPOINT_KIND,
+                          trainer: str = "nstlib.train_transform_net", version: int = TRAIN_CHECKPOINT_VERSION) -> dict:
+    """A training checkpoint of ``trainer`` (its ``"kind"``; ``weights_only=True``); ValueError for another
+    file or a version newer than ``version``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("kind") != TRAIN_CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a training checkpoint of nstlib.train_transform_net")
-    if state.get("version", 0) > TRAIN_CHECKPOINT_VERSION:
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise ValueError(f"{path} is not a training checkpoint of {trainer}")
+    if state.get("version", 0) > version:
         raise ValueError(f"{path} was written by a newer nstlib (version {state.get('version')}): upgrade nstlib")
     return state
 
