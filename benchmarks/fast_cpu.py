@@ -41,13 +41,15 @@ PHOTO = "golden_gate"
 CALIBRATION = ("amber", "tubingen", "golden_gate")
 SIZES = (512, 1024)  # longer side; the Golden Gate photo is 4:3, so 512x384 and 1024x768
 PEER_STYLE = 19
-OPTIONS = ("torch-fp32", "channels-last", "autocast-bf16", "bfloat16", "compile", "onnx", "onnx-int8",
-           "onnx-int8-mixed", "peer")
+OPTIONS = ("torch-fp32", "channels-last", "autocast-bf16", "bfloat16-copy", "bfloat16", "compile", "onnx",
+           "float32", "onnx-int8", "onnx-int8-mixed", "peer")
 DESCRIPTIONS = {
     "torch-fp32": "PyTorch float32 (`backend=\"torch\"`, the reference)",
     "channels-last": "PyTorch float32, channels-last",
     "autocast-bf16": "`torch.autocast(\"cpu\", torch.bfloat16)`",
-    "bfloat16": "bfloat16 copy of the network (`backend=\"bfloat16\"`)",
+    "bfloat16-copy": "bfloat16 copy of the network (`backend=\"bfloat16\"` before the rewrite)",
+    "bfloat16": "bfloat16, network rewritten for the CPU (`backend=\"bfloat16\"`)",
+    "float32": "float32, network rewritten for the CPU (`backend=\"float32\"`)",
     "compile": "`torch.compile`, float32",
     "onnx": "ONNX Runtime, float32 (`backend=\"onnx\"`)",
     "onnx-int8": "ONNX Runtime int8 static quantisation, every convolution",
@@ -160,12 +162,17 @@ def build(option: str, net, calibration: list, threads: int):
     if option == "channels-last":
         twin = copy.deepcopy(net)
         return same, lambda x: stylize_image(twin, x, backend="torch", channels_last=True)
-    if option in ("autocast-bf16", "bfloat16") and not native_bfloat16():
+    if option in ("autocast-bf16", "bfloat16", "bfloat16-copy") and not native_bfloat16():
         raise Skip("this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
     if option == "autocast-bf16":
         return same, lambda x: stylize_image(net, x, backend="torch", dtype=torch.bfloat16)
     if option == "bfloat16":
         return same, lambda x: stylize_image(net, x, backend="bfloat16")
+    if option == "bfloat16-copy":
+        twin = copy.deepcopy(net).to(torch.bfloat16)
+        return same, lambda x: twin(x.to(torch.bfloat16)).float().clamp_(0, 1)
+    if option == "float32":
+        return same, lambda x: stylize_image(net, x, backend="float32")
     if option == "compile":
         compiled = torch.compile(copy.deepcopy(net))
         return same, lambda x: stylize_image(compiled, x, backend="torch")

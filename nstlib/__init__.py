@@ -51,7 +51,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "adain_model": ("AdaINModel", "adain", "adain_decoder", "adain_encoder", "calc_mean_std", "coral", "stylize_adain"),
     "adain_training": ("AdaINTrainResult", "train_adain_decoder"),
-    "checkpoints": ("CheckpointError", "load_transform_net", "save_transform_net"),
+    "checkpoints": (
+        "CheckpointError", "load_transform_net", "save_examples_format", "save_transform_net", "to_examples_state_dict"),
     "config": ("cap_size", "cap_steps", "get_device", "quick_mode", "set_seed"),
     "data.adain_weights": ("load_adain",),
     "data.datasets": ("ImageFolderDataset", "SyntheticDataset", "download_coco", "list_images", "open_dataset"),
@@ -60,11 +61,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "data.pretrained": ("PRETRAINED_STYLES", "load_pretrained"),
     "data.samples": ("fetch_sample", "get_sample", "is_sample", "sample_names"),
     "exercises": ("check_exercise",),
-    "export": ("export_onnx",),
-    "fast": ("stylize_image", "stylize_images"),
+    "export": ("export_onnx", "psnr"),
+    "fast": ("cpu_backend", "native_bfloat16", "stylize_image", "stylize_images"),
     "finetune": ("evaluate_against_gatys", "finetune_from_gatys", "gatys_targets", "johnson_loss", "mean_by_output"),
     "gatys": ("StylizeResult", "reconstruct_content", "stylize", "synthesize_texture"),
     "images": ("ImageError", "image_path", "load_image", "save_image", "target_size", "to_pil"),
+    "inference": ("CPUInference",),
     "layers": (
         "GATYS_CONTENT_LAYERS", "GATYS_STYLE_LAYERS", "LAYER_CHANNELS", "LAYER_PRESETS", "SEED_CONTENT_LAYERS",
         "SEED_STYLE_LAYERS", "SEED_VGG_OUTPUTS", "TUTORIAL_NAMES", "VGG19_LAYERS", "downsampling",

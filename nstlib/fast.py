@@ -4,15 +4,18 @@ One forward pass per image, no gradients: ``clamp(net(image), 0, 1)``. :func:`st
 takes one image, :func:`stylize_images` a batch or a list (grouped by size, run in chunks of
 ``batch_size``). Both put the network in eval mode for the call and restore its mode after.
 
-Backends (``backend=``), the same network computed three ways on a CPU:
+Backends (``backend=``), the same network computed four ways on a CPU:
 
 * ``"torch"``: PyTorch in float32, ``net(image)`` exactly (the reference; the only choice on a GPU).
-* ``"bfloat16"``: a bfloat16 copy of the network (8 significant bits instead of 24), 2-3x faster
-  than float32 at 1024x768 where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`);
-  the picture differs from float32 by rounding only (PSNR 41 dB, ``benchmarks/README.md``).
+* ``"bfloat16"``: the network rewritten for the CPU (:class:`nstlib.inference.CPUInference`:
+  channels-last, sub-pixel up-sampling, a space-to-depth last layer; the same function) with weights
+  and activations in bfloat16 (8 significant bits instead of 24), about 3x faster than float32
+  where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`); the picture differs from
+  float32 by rounding only (PSNR about 41 dB, ``benchmarks/README.md``).
 * ``"onnx"``: the network exported to ONNX (:mod:`nstlib.export`) and run by ONNX Runtime in
-  float32 (an optional dependency), 1.5-2x faster than PyTorch float32; equal to it up to rounding
-  (PSNR > 60 dB).
+  float32 (an optional dependency); equal to float32 PyTorch up to rounding (PSNR > 60 dB).
+* ``"float32"``: the rewritten network of ``"bfloat16"`` in float32: no extra dependency, equal to
+  ``"torch"`` up to rounding, faster on CPUs (``benchmarks/README.md``).
 
 ``"auto"`` (default) picks, on a CPU and for images of at least :data:`AUTO_MIN_PIXELS`, the
 first available of :data:`AUTO_ORDER` (:func:`cpu_backend`), and otherwise ``"torch"``: on a
@@ -38,13 +41,15 @@ import torch
 from torch import nn
 
 from .config import progress_bar
+from .inference import CPUInference
+from .transform_net import TransformerNet
 
 __all__ = ["AUTO_MIN_PIXELS", "AUTO_ORDER", "BACKENDS", "cpu_backend", "native_bfloat16", "stylize_image",
            "stylize_images"]
 
-BACKENDS = ("auto", "torch", "bfloat16", "onnx")
-AUTO_ORDER = ("bfloat16", "onnx")
-"""What ``backend="auto"`` tries on a CPU, fastest first (``benchmarks/run.py --only fast-cpu``); then "torch"."""
+BACKENDS = ("auto", "torch", "bfloat16", "onnx", "float32")
+AUTO_ORDER = ("bfloat16", "onnx", "float32")
+"""What ``backend="auto"`` tries on a CPU, fastest first (``benchmarks/run.py --only fast-cpu``); "float32" is always available."""
 AUTO_MIN_PIXELS = 256 * 256
 """``backend="auto"`` keeps float32 PyTorch for images of fewer pixels than this."""
 
@@ -131,13 +136,14 @@ def _available(backend: str) -> bool:
         from .export import onnx_backend_available
 
         return onnx_backend_available()
-    return backend == "torch"
+    return backend in ("torch", "float32")
 
 
 def cpu_backend() -> str:
     """The backend ``"auto"`` uses on this CPU for large images: the first of :data:`AUTO_ORDER` available
-    (``"bfloat16"`` needs :func:`native_bfloat16`, ``"onnx"`` the ``nstlib[onnx]`` extra), else ``"torch"``."""
-    return next((name for name in AUTO_ORDER if _available(name)), "torch")
+    (``"bfloat16"`` needs :func:`native_bfloat16`, ``"onnx"`` the ``nstlib[onnx]`` extra; ``"float32"``
+    needs nothing)."""
+    return next(name for name in AUTO_ORDER if _available(name))
 
 
 def _choose(backend: str, device: torch.device, *, pixels: int, torch_options: bool, style) -> str:
@@ -171,11 +177,16 @@ def _weights_key(net: nn.Module) -> tuple:
     return type(net).__qualname__, repr(getattr(net, "config", None)), tensors
 
 
-def _bfloat16_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    twin = copy.deepcopy(net).to(device="cpu", dtype=torch.bfloat16).eval()
+def _rewritten_runner(net: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:class:`~nstlib.inference.CPUInference` for a TransformerNet; a ``dtype`` copy of any other network."""
+    if isinstance(net, TransformerNet):
+        forward = CPUInference(net, dtype)
+    else:
+        forward = copy.deepcopy(net).to(device="cpu", dtype=dtype).eval()
 
     def run(batch: torch.Tensor) -> torch.Tensor:
-        return twin(batch.to(device="cpu", dtype=torch.bfloat16)).float().clamp_(0, 1)
+        out = forward(batch.to(device="cpu", dtype=dtype))
+        return out.float().contiguous().clamp_(0, 1)
 
     return run
 
@@ -192,7 +203,8 @@ def _onnx_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-_RUNNERS = {"bfloat16": _bfloat16_runner, "onnx": _onnx_runner}
+_RUNNERS = {"bfloat16": functools.partial(_rewritten_runner, dtype=torch.bfloat16), "onnx": _onnx_runner,
+            "float32": functools.partial(_rewritten_runner, dtype=torch.float32)}
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 """Per network: ``{backend: (key, runner or None)}``; ``key``: :func:`_weights_key` and the thread count."""
 

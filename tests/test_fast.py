@@ -198,6 +198,21 @@ def test_onnx_backend_equals_float32_up_to_rounding():
         assert psnr(got, want) > 60
 
 
+def test_float32_backend_equals_float32_up_to_rounding():
+    net = make_net(15, base=8).train()
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(1, 3, 50, 37, generator=g)
+    want = stylize_image(net, x, backend="torch")
+    got = stylize_image(net, x, backend="float32")
+    assert got.shape == want.shape and got.dtype == torch.float32 and net.training
+    assert got.is_contiguous() and psnr(got, want) > 60 and float((got - want).abs().max()) < 1e-3
+    images = [torch.rand(3, 40, 44, generator=g), torch.rand(3, 24, 64, generator=g),
+              torch.rand(3, 40, 44, generator=g)]  # a batch of two takes instance_norm, one image batch_norm
+    for got, want in zip(stylize_images(net, images, batch_size=2, backend="float32"),
+                         stylize_images(net, images, batch_size=2, backend="torch")):
+        assert psnr(got, want) > 60
+
+
 def test_bfloat16_backend_keeps_the_picture_of_a_trained_like_net():
     net = calibrated_net(9, base=8)
     x = torch.rand(*LARGE, generator=torch.Generator().manual_seed(3))
@@ -213,25 +228,26 @@ def test_auto_is_float32_for_small_images_and_the_cpu_backend_for_large_ones():
     assert torch.equal(stylize_image(net, small), stylize_image(net, small, backend="torch"))
     large = torch.rand(*LARGE)
     chosen = fast.cpu_backend()
-    assert chosen in fast.AUTO_ORDER + ("torch",)
+    assert chosen in fast.AUTO_ORDER
     assert torch.equal(stylize_image(net, large), stylize_image(net, large, backend=chosen))
     # PyTorch options and styles mean PyTorch
     assert torch.equal(stylize_image(net, large, channels_last=True),
                        stylize_image(net, large, backend="torch", channels_last=True))
 
 
-def test_auto_falls_back_to_float32_without_onnxruntime(monkeypatch):
+def test_auto_falls_back_to_rewritten_float32_without_onnxruntime(monkeypatch):
     monkeypatch.setattr(fast, "native_bfloat16", lambda *args: False)  # a CPU without native bfloat16
     net = make_net(11, base=8)
     x = torch.rand(*LARGE)
     assert fast.cpu_backend() == "onnx"  # with ONNX Runtime installed, auto would take it
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "onnx", None)  # the exporter's package missing: no ONNX path either
-        assert fast.cpu_backend() == "torch"
+        assert fast.cpu_backend() == "float32"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # now import onnxruntime fails
-    assert fast.cpu_backend() == "torch"
-    assert torch.equal(stylize_image(net, x), stylize_image(net, x, backend="torch"))
-    assert torch.equal(stylize_images(net, x)[0:1], stylize_image(net, x, backend="torch"))
+    assert fast.cpu_backend() == "float32"
+    assert torch.equal(stylize_image(net, x), stylize_image(net, x, backend="float32"))
+    assert torch.equal(stylize_images(net, x)[0:1], stylize_image(net, x, backend="float32"))
+    assert psnr(stylize_image(net, x), stylize_image(net, x, backend="torch")) > 60
     with pytest.raises(ImportError, match="pip install onnxruntime onnx"):
         stylize_image(net, x, backend="onnx")
 

@@ -1,0 +1,198 @@
+"""The same :class:`~nstlib.TransformerNet`, rewritten for fast inference on a CPU.
+
+:class:`CPUInference` computes exactly the function ``net(x)`` (in float64 the two agree to about
+1e-13) with the same weights, but arranges the arithmetic so that a CPU spends less time on it:
+
+* **Channels-last memory** (``[B, H, W, C]`` in memory) throughout: oneDNN's convolutions run fastest
+  on it. Reflection padding is written straight into a channels-last buffer (``F.pad`` would return the
+  default layout and every convolution would convert it back).
+* **Sub-pixel up-sampling** (Shi et al. 2016). Nearest-neighbour x2 up-sampling, reflection pad 1 and
+  a 3x3 convolution ``w`` equal a 3x3 convolution of the *small* image, replicate-padded by 1, with
+  four times the output channels, followed by :func:`torch.nn.functional.pixel_shuffle`. In one
+  dimension, output pixel ``2 i + a`` of the up-sampled image reads small pixels::
+
+      a = 0:  x[i - 1] w0 + x[i] (w1 + w2)          a = 1:  x[i] (w0 + w1) + x[i + 1] w2
+
+  (:func:`subpixel_weight` builds the 2-D version). The 4x larger image is never made.
+* **Space-to-depth last layer.** The 9x9 convolution to 3 channels has too few output channels to
+  keep a CPU's vector units busy. On ``pixel_unshuffle(x, 2)`` (each 2x2 block of pixels becomes 4
+  channels) it is a 5x5 convolution from ``4 C`` to 12 channels, one output per pixel of each
+  block (:func:`space_to_depth_weight`): a larger, faster convolution that computes the same sums.
+* **Instance norm of one image as batch norm**: for a batch of one, ``F.batch_norm`` in training
+  mode normalises each channel over its ``H x W`` pixels, as instance norm does, and keeps the
+  channels-last layout.
+
+``dtype=torch.bfloat16`` (what :func:`nstlib.stylize_image`'s ``backend="bfloat16"`` uses) keeps
+the weights and activations in bfloat16; the normalisation statistics are computed by PyTorch's
+CPU kernels in float32 internally. ``benchmarks/README.md`` measures the gain.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .transform_net import MULTIPLE, ConditionalInstanceNorm2d, TransformerNet, pad_to_multiple
+
+__all__ = ["CPUInference", "reflect_pad", "replicate_pad", "space_to_depth_weight", "subpixel_weight"]
+
+CHANNELS_LAST = torch.channels_last
+
+
+def _buffer(x: torch.Tensor, pad: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return torch.empty((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=x.device,
+                       memory_format=CHANNELS_LAST)
+
+
+def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``F.pad(x, (pad,) * 4, mode="reflect")`` written into a channels-last tensor.
+
+    Reflection excludes the edge: padded column ``-1 - i`` is column ``1 + i``. Needs ``pad < H, W``.
+    """
+    out = _buffer(x, pad)
+    h, w = x.shape[-2:]
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    for i in range(pad):
+        out[:, :, pad:pad + h, pad - 1 - i] = x[:, :, :, 1 + i]
+        out[:, :, pad:pad + h, pad + w + i] = x[:, :, :, w - 2 - i]
+    for i in range(pad):
+        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
+        out[:, :, pad + h + i] = out[:, :, pad + h - 2 - i]
+    return out
+
+
+def replicate_pad(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="replicate")`` written into a channels-last tensor."""
+    out = _buffer(x, 1)
+    h, w = x.shape[-2:]
+    out[:, :, 1:h + 1, 1:w + 1] = x
+    out[:, :, 1:h + 1, 0] = x[:, :, :, 0]
+    out[:, :, 1:h + 1, w + 1] = x[:, :, :, w - 1]
+    out[:, :, 0] = out[:, :, 1]
+    out[:, :, h + 1] = out[:, :, h]
+    return out
+
+
+def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``[O, I, 3, 3]`` weights of "nearest x2, reflection pad 1, conv 3x3" -> ``[4 O, I, 3, 3]``.
+
+    Convolving ``replicate_pad(x)`` with the result and applying ``pixel_shuffle(., 2)`` gives the
+    up-sampled layer's output: output channel ``4 o + 2 a + b`` is pixel ``(2 i + a, 2 j + b)`` of
+    channel ``o``. (Replicate padding of the small image equals reflection padding of the up-sampled
+    one: both repeat the edge pixel once.) Row ``a`` of ``taps`` below says which of the small
+    image's three rows ``i - 1, i, i + 1`` each tap of ``w`` lands on.
+    """
+    if weight.dim() != 4 or tuple(weight.shape[-2:]) != (3, 3):
+        raise ValueError(f"weight must be [out, in, 3, 3], got {tuple(weight.shape)}")
+    taps = weight.new_zeros(2, 3, 3)  # [phase a, small-image tap, original tap]
+    taps[0, 0, 0] = taps[0, 1, 1] = taps[0, 1, 2] = 1  # a = 0: w0 on i - 1, w1 + w2 on i
+    taps[1, 1, 0] = taps[1, 1, 1] = taps[1, 2, 2] = 1  # a = 1: w0 + w1 on i, w2 on i + 1
+    big = torch.einsum("aps,bqt,oist->oabipq", taps, taps, weight)
+    return big.reshape(weight.shape[0] * 4, weight.shape[1], 3, 3)
+
+
+def space_to_depth_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``[O, I, k, k]`` stride-1 weights (odd ``k``) -> ``[4 O, 4 I, k', k']`` on ``pixel_unshuffle(x, 2)``.
+
+    With ``x`` padded by ``k // 2`` on every side, output pixel ``(2 Y + a, 2 X + b)`` reads padded
+    pixel ``(2 Y + a + u, 2 X + b + v)`` with tap ``w[u, v]``; that pixel is channel ``2 c + d`` of
+    block ``(Y + P, X + Q)`` in the unshuffled image, where ``a + u = 2 P + c`` and
+    ``b + v = 2 Q + d``; ``P`` runs from 0 to ``k // 2``, so ``k' = k // 2 + 1`` block taps cover every ``u``.
+    Output channel ``4 o + 2 a + b`` (``pixel_shuffle`` order) is phase ``(a, b)`` of channel ``o``.
+    """
+    if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2] or weight.shape[-1] % 2 == 0:
+        raise ValueError(f"weight must be [out, in, k, k] with odd k, got {tuple(weight.shape)}")
+    out_channels, in_channels, k = weight.shape[0], weight.shape[1], weight.shape[-1]
+    size = k // 2 + 1
+    big = weight.new_zeros(out_channels, 2, 2, in_channels, 2, 2, size, size)  # [o, a, b, i, c, d, P, Q]
+    for a in range(2):
+        for b in range(2):
+            for u in range(k):
+                for v in range(k):
+                    (p, c), (q, d) = divmod(a + u, 2), divmod(b + v, 2)
+                    big[:, a, b, :, c, d, p, q] = weight[:, :, u, v]
+    return big.reshape(out_channels * 4, in_channels * 4, size, size)
+
+
+def _norm_params(norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Scale, shift and eps of an instance norm (style 0 of a conditional one: the network "as it is")."""
+    if isinstance(norm, ConditionalInstanceNorm2d):
+        return norm.gamma[0], norm.beta[0], norm.norm.eps
+    return norm.weight, norm.bias, norm.eps
+
+
+def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True) -> torch.Tensor:
+    gamma, beta, eps = norm
+    if x.shape[0] == 1:  # one image: batch statistics are the image's own and the layout is kept
+        y = F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+    else:
+        y = F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
+    return y.relu_() if relu else y
+
+
+class CPUInference:
+    """``net(x)`` computed the CPU-friendly way described in the module docstring.
+
+    ``CPUInference(net, dtype=torch.bfloat16)`` copies ``net``'s weights (converted to ``dtype``) once;
+    later changes to ``net`` are not seen (make a new one). Calling it with ``[B, 3, H, W]`` in
+    [0, 1] (any float dtype) returns ``net(x)`` in ``dtype``, channels-last, unclamped. A multi-style
+    network runs its style 0, as ``net(x)`` does.
+    """
+
+    def __init__(self, net: TransformerNet, dtype: torch.dtype = torch.bfloat16):
+        if not isinstance(net, TransformerNet):
+            raise TypeError(f"net must be a TransformerNet, got {type(net).__name__}")
+        self.dtype, self.config = dtype, net.config
+        self.pixel_scale, self.output, self.upsample = net.pixel_scale, net.output, net.upsample
+        with torch.no_grad():
+            self.down = [(self._conv(layer.conv.weight), self._vector(layer.conv.bias), layer.conv.stride,
+                          layer.pad.padding[0], self._norm(layer.norm)) for layer in net.down]
+            self.res = [[(self._conv(layer.conv.weight), self._vector(layer.conv.bias), self._norm(layer.norm))
+                         for layer in (block.conv1, block.conv2)] for block in net.res]
+            self.up = [self._up_layer(layer) for layer in net.up]
+            final = net.final.conv
+            self.final = (self._conv(space_to_depth_weight(final.weight.double())),
+                          self._vector(final.bias.repeat_interleave(4)), final.kernel_size[0] // 2)
+
+    def _conv(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().to("cpu", self.dtype).contiguous(memory_format=CHANNELS_LAST)
+
+    def _vector(self, vector: torch.Tensor) -> torch.Tensor:
+        return vector.detach().to("cpu", self.dtype)
+
+    def _norm(self, norm: torch.nn.Module) -> tuple:
+        gamma, beta, eps = _norm_params(norm)
+        return self._vector(gamma), self._vector(beta), eps
+
+    def _up_layer(self, layer: torch.nn.Module) -> tuple:
+        conv = layer.conv
+        if self.upsample == "nearest":
+            return (self._conv(subpixel_weight(conv.weight.double())), self._vector(conv.bias.repeat_interleave(4)),
+                    self._norm(layer.norm))
+        return self._conv(conv.weight), self._vector(conv.bias), self._norm(layer.norm)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        scale = self.pixel_scale
+        y = pad_to_multiple(x * scale if scale != 1.0 else x, MULTIPLE)
+        y = y.to("cpu", self.dtype).contiguous(memory_format=CHANNELS_LAST)
+        for weight, bias, stride, pad, norm in self.down:
+            y = _normalise(F.conv2d(reflect_pad(y, pad), weight, bias, stride), norm)
+        for (weight1, bias1, norm1), (weight2, bias2, norm2) in self.res:
+            z = _normalise(F.conv2d(reflect_pad(y, 1), weight1, bias1), norm1)
+            y = y + _normalise(F.conv2d(reflect_pad(z, 1), weight2, bias2), norm2, relu=False)
+        for weight, bias, norm in self.up:
+            if self.upsample == "nearest":
+                y = F.pixel_shuffle(F.conv2d(replicate_pad(y), weight, bias), 2)
+            else:
+                y = F.conv_transpose2d(y, weight, bias, stride=2, padding=1, output_padding=1)
+            y = _normalise(y, norm)
+        weight, bias, pad = self.final
+        blocks = F.pixel_unshuffle(reflect_pad(y, pad), 2)  # height and width are even: multiples of 4 plus 2 pad
+        y = F.pixel_shuffle(F.conv2d(blocks, weight, bias), 2)[..., :height, :width]
+        if scale != 1.0:
+            y = y / scale
+        if self.output == "tanh":
+            y = (torch.tanh(y) + 1) / 2
+        return y
