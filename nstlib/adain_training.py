@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,9 @@ from torch.utils.data import DataLoader, Dataset
 from . import config
 from .adain_model import MIN_SIZE, AdaINModel, adain, adain_decoder, calc_mean_std
 from .checkpoints import (
-    LATEST,
     history_lists,
     history_tensors,
+    latest_train_checkpoint,
     read_train_checkpoint,
     rng_states,
     set_rng_states,
@@ -338,27 +337,20 @@ def _read_checkpoint(path: Path) -> dict:
 
 
 def _find_checkpoint(o: dict) -> tuple[Path, dict] | None:
-    """The newest readable checkpoint to resume from (unreadable ones set aside with a warning), or None."""
+    """The newest readable checkpoint to resume from (:func:`nstlib.checkpoints.latest_train_checkpoint`:
+    unreadable ones set aside with a warning), or None; refuses to start afresh over old checkpoints."""
     folder = o["checkpoint_dir"]
     if not o["resume"]:
         if folder is not None and step_files(folder):
             raise ValueError(f"checkpoint_dir={str(folder)!r} already holds checkpoints of a run: pass resume=True "
                              "to continue it, or choose another folder (or delete them) to start afresh")
         return None
-    candidates = [path for _, path in reversed(step_files(folder))]
-    candidates += [folder / LATEST] if (folder / LATEST).is_file() else []
-    for path in candidates:
-        try:
-            return path, _read_checkpoint(path)
-        except Exception as error:  # a truncated or foreign file: set it aside, try the previous one
-            aside = path.with_name(path.name + ".unreadable")
-            os.replace(path, aside)
-            warnings.warn(f"{path} cannot be read ({type(error).__name__}: {error}); renamed it to {aside.name} and "
-                          "looking for an older readable checkpoint", RuntimeWarning, stacklevel=3)
-    if o["resume"] is True:
+    # the RuntimeWarning for an unreadable file points at the caller of train_adain_decoder
+    found = latest_train_checkpoint(folder, read=_read_checkpoint, stacklevel=4, warn_latest=False)
+    if found is None and o["resume"] is True:
         raise FileNotFoundError(f"resume=True but {folder} holds no readable checkpoint (step_*.pth or latest.pth): "
                                 "start without resume=, or use resume='auto'")
-    return None
+    return found
 
 
 def _build(run: _Run, checkpoint: tuple[Path, dict] | None) -> None:

@@ -51,7 +51,7 @@ import pickle
 import random
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -608,13 +608,17 @@ def read_train_checkpoint(path: Path, *, kind: str = TRAIN_CHECKPOINT_KIND,
     return state
 
 
-def latest_train_checkpoint(directory: Path, *, stacklevel: int = 2) -> tuple[Path, dict] | None:
+def latest_train_checkpoint(directory: Path, *, read: Callable[[Path], dict] = read_train_checkpoint,
+                            stacklevel: int = 2, warn_latest: bool = True) -> tuple[Path, dict] | None:
     """The newest readable checkpoint in ``directory`` as ``(path, state)``, or None.
 
-    The ``step_*.pth`` files are tried newest first; when none of them can be read, ``latest.pth``
-    (a copy of the newest one written) is. Each unreadable file (e.g. cut by a disconnect or a
-    broken copy) is renamed to ``*.unreadable`` with a ``RuntimeWarning`` (``stacklevel`` as in
-    :func:`warnings.warn`, counted from this function); resuming from ``latest.pth`` warns too.
+    ``read(path)`` reads one file and raises for a file it does not accept (default
+    :func:`read_train_checkpoint`: :func:`nstlib.train_transform_net`'s checkpoints;
+    :func:`nstlib.train_adain_decoder` passes its own). The ``step_*.pth`` files are tried newest
+    first; when none of them can be read, ``latest.pth`` (a copy of the newest one written) is. Each
+    unreadable file (e.g. cut by a disconnect or a broken copy) is renamed to ``*.unreadable`` with a
+    ``RuntimeWarning`` (``stacklevel`` as in :func:`warnings.warn`, counted from this function);
+    resuming from ``latest.pth`` warns too when ``warn_latest``.
     """
     directory = Path(directory)
     candidates = [path for _, path in reversed(step_files(directory))]
@@ -622,14 +626,14 @@ def latest_train_checkpoint(directory: Path, *, stacklevel: int = 2) -> tuple[Pa
         candidates.append(directory / LATEST)
     for path in candidates:
         try:
-            state = read_train_checkpoint(path)
+            state = read(path)
         except Exception as error:  # a truncated or foreign file: set it aside, fall back to the previous one
             aside = path.with_name(path.name + ".unreadable")
             os.replace(path, aside)
             warnings.warn(f"{path} cannot be read ({type(error).__name__}: {error}); renamed it to {aside.name} "
                           "and looking for an older readable checkpoint", RuntimeWarning, stacklevel=stacklevel)
             continue
-        if path.name == LATEST:
+        if path.name == LATEST and warn_latest:
             warnings.warn(f"no step_*.pth in {directory} could be read: resuming from {path} (step "
                           f"{state.get('step')})", RuntimeWarning, stacklevel=stacklevel)
         return path, state

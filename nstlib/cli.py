@@ -5,6 +5,7 @@
     nstlib stylize CONTENT STYLE [STYLE ...] [-o OUT.jpg] [options] Gatys et al.: optimise the pixels
     nstlib stylize CONTENT --model MODEL [-o OUT.jpg]                Johnson et al.: one forward pass
     nstlib train STYLE --data DIR --steps N [-o MODEL.pth] [options] train a fast style network
+    nstlib train-adain STYLES --data DIR --steps N [-o DECODER.pth]  train an AdaIN decoder (any style)
     nstlib download NAME [NAME ...]                                  samples, models, weights, datasets
     nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.course.batch)
     nstlib book build|refresh                                        the course book (nstlib.course.book)
@@ -31,15 +32,20 @@ Anything else is a bug and shows its traceback.
 Outputs (``-o``) are checked before any work starts: an existing file is an error unless
 ``--force`` is given, the folder must exist or be creatable and accept a file (a temporary file
 is created and removed there), and the extension must be one that is written (an image format
-for ``stylize``, ``.pth`` or ``.pt`` for ``train``). Every file is written atomically. Without
-``-o``, or with ``-o FOLDER`` (an existing folder, ``.``, or a path ending in ``/``), the output
-gets a default name (:func:`default_output_name`: ``CONTENT_STYLE.jpg``, ``CONTENT_MODEL.jpg``,
-``STYLE.pth``) in the current folder or in FOLDER.
+for ``stylize``, ``.pth`` or ``.pt`` for ``train`` and ``train-adain``). Every file is written
+atomically. Without ``-o``, or with ``-o FOLDER`` (an existing folder, ``.``, or a path ending in
+``/``), the output gets a default name (:func:`default_output_name`: ``CONTENT_STYLE.jpg``,
+``CONTENT_MODEL.jpg``, ``STYLE.pth``, ``STYLES_decoder.pth``) in the current folder or in FOLDER.
 
 Watching a run: ``stylize --save-every N`` also writes the image every N steps
 (:func:`step_path`: ``out_0050.jpg`` beside ``out.jpg``, checked like ``-o``), ``stylize
 --print-every N`` and ``train --log-every N`` print ``step N: total ..., content ..., style ...,
-tv ...`` (6 significant digits of the values in the run's history; ``train`` adds ``lr``).
+tv ...`` (6 significant digits of the values in the run's history; ``train`` adds ``lr``;
+``train-adain --log-every N`` prints total, content, style and lr).
+
+Resuming: ``train`` and ``train-adain`` write checkpoints with ``--checkpoint-dir DIR``. ``train
+--resume`` continues the run in DIR; ``train-adain --resume`` continues it when DIR holds one and
+starts it otherwise, so the same command, run again after an interruption, carries on.
 
 Starting is quick: building the parser imports no torch (nor numpy, PIL, matplotlib); each
 subcommand imports what it needs when it runs, and ``import nstlib`` itself is lazy.
@@ -98,6 +104,14 @@ TRAIN_CONTENT, TRAIN_STYLE = ("relu4_2",), ("relu1_2", "relu2_2", "relu3_4", "re
 """``nstlib train``'s default layers, shown in its help: ``nstlib.training.DEFAULT_CONTENT_LAYERS`` and
 ``DEFAULT_STYLE_LAYERS``, written out because importing :mod:`nstlib.training` imports torch (a test
 checks that they agree). ``nstlib stylize``'s defaults come from :mod:`nstlib.layers`, which is light."""
+
+
+ADAIN_MIN_SIZE = 16
+"""The smallest ``train-adain --image-size``: :data:`nstlib.adain_model.MIN_SIZE`, written out because
+importing :mod:`nstlib.adain_model` imports torch (a test checks that they agree)."""
+
+ADAIN_DECODER_SUFFIX = "_decoder.pth"
+"""``train-adain``'s default output name is ``STYLES`` (the folder's name) followed by this."""
 
 
 class UsageError(ValueError):
@@ -261,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_stylize(commands, common)
     _add_train(commands, common)
+    _add_train_adain(commands, common)
     _add_download(commands, common)
     _add_batch(commands, common)
     _add_book(commands, common)
@@ -290,10 +305,10 @@ def _add_stylize(commands, common) -> None:
     p.add_argument("--size", type=pixel_size, help=f"long side of the output in pixels (default {DEFAULT_SIZE}, "
                    f"at most {MAX_SIZE}; with --scales, the last scale)")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    p.add_argument("--backend", choices=("auto", "torch", "bfloat16", "onnx"), default="auto",
-                   help="with --model on a CPU: auto (default: a bfloat16 copy where the CPU computes bfloat16 "
-                        "natively, else ONNX Runtime if installed, else float32), torch (plain float32), "
-                        "bfloat16 or onnx")
+    p.add_argument("--backend", choices=("auto", "torch", "bfloat16", "onnx", "float32"), default="auto",
+                   help="with --model on a CPU: auto (default: bfloat16 where the CPU computes bfloat16 natively, "
+                        "else ONNX Runtime if installed, else float32), torch (plain PyTorch float32), bfloat16, "
+                        "onnx or float32 (the network rewritten for the CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     v = p.add_argument_group("Video (CONTENT a video file such as in.mp4, with --model; pip install \"nstlib[video]\")")
     v.add_argument("--blend", type=unit_fraction, default=0.0,
@@ -388,6 +403,51 @@ def _add_train(commands, common) -> None:
     p.set_defaults(run=cmd_train)
 
 
+def _add_train_adain(commands, common) -> None:
+    p = commands.add_parser(
+        "train-adain", parents=[common], help="train an AdaIN decoder (Huang & Belongie): any style in one pass",
+        description="Train the decoder of AdaIN (Huang & Belongie 2017: any painting in one forward pass) on the "
+                    "photos of --data and the paintings of STYLES, with pytorch-AdaIN's frozen VGG19 encoder, "
+                    "then write the decoder to -o in pytorch-AdaIN's layout: nstlib.load_adain(DECODER.pth) and "
+                    "pytorch-AdaIN's test.py --decoder read it (nstlib stylize does not run AdaIN).",
+        epilog="Example: nstlib train-adain wikiart/ --data coco-train2014 --steps 160000 --checkpoint-dir ckpt "
+               "--resume -o decoder.pth (run the same command again after an interruption); then in Python: "
+               "nstlib.stylize_adain(nstlib.load_adain('decoder.pth'), 'photo.jpg', 'painting.jpg')")
+    p.add_argument("styles", metavar="STYLES", help="a folder of style images (paintings; sub-folders searched "
+                   "too), a dataset name as for --data, or synthetic (painterly stand-ins)")
+    p.add_argument("--data", required=True, metavar="DATA", help="a folder of photos, or labelme, labelme-12-50k, "
+                   "coco-val2017, coco-train2014 (after 'nstlib download'), synthetic")
+    p.add_argument("--steps", type=positive_int, required=True, help="optimiser steps in all (pytorch-AdaIN: 160000)")
+    p.add_argument("-o", "--output", metavar="DECODER.pth", help="where to write the trained decoder (.pth or .pt), "
+                   f"or a folder (existing, or ending in /) for the default name in it: STYLES{ADAIN_DECODER_SUFFIX} "
+                   "(the folder's name). Default: that name in the current folder. An existing file needs --force")
+    p.add_argument("--force", action="store_true", help="overwrite DECODER.pth if it exists")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="photo-painting pairs per step (default 8)")
+    p.add_argument("--image-size", type=_whole_number(ADAIN_MIN_SIZE, f"at least {ADAIN_MIN_SIZE} (relu4_1, at "
+                   "1/8 of the size, needs 2x2 positions for a standard deviation)", MAX_SIZE), default=256,
+                   help=f"side of the square crops (default 256, at least {ADAIN_MIN_SIZE})")
+    p.add_argument("--content-weight", type=weight, default=1.0, help="content loss weight (default 1)")
+    p.add_argument("--style-weight", type=weight, default=10.0, help="style loss weight (default 10)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="Adam's learning rate (default 1e-4)")
+    p.add_argument("--lr-decay", type=weight, default=5e-5, help="learning rate at step k: lr / (1 + lr-decay * k) "
+                   "(default 5e-5, as pytorch-AdaIN)")
+    p.add_argument("--encoder", default="pretrained", metavar="ENCODER", help="pretrained (pytorch-AdaIN's "
+                   "vgg_normalised.pth, downloaded on first use; the default), random (seeded random weights: runs "
+                   "offline, learns nothing useful) or a vgg_normalised.pth file")
+    p.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept (default 3)")
+    p.add_argument("--log-every", type=positive_int, metavar="N",
+                   help="print the step and its losses every N steps (total, content, style, lr)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir, "
+                   "or start there when it holds none: the same command, run again, carries on")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train_adain)
+
+
 def _download_description() -> str:
     """``nstlib download``'s description, with the sample names (read when its help is shown)."""
     from .data.samples import sample_names
@@ -476,9 +536,11 @@ def _name_part(source: str) -> str:
 
 def default_output_name(args: argparse.Namespace) -> str:
     """The file name ``-o`` defaults to: ``CONTENT_STYLE.jpg`` (styles joined by ``+``; with ``--model``,
-    ``CONTENT_MODEL.jpg``) for ``stylize``, ``STYLE.pth`` for ``train``."""
+    ``CONTENT_MODEL.jpg``) for ``stylize``, ``STYLE.pth`` for ``train``, ``STYLES_decoder.pth`` for ``train-adain``."""
     if args.command == "train":
         return "+".join(_name_part(style) for style in args.styles) + MODEL_SUFFIXES[0]
+    if args.command == "train-adain":
+        return _name_part(args.styles) + ADAIN_DECODER_SUFFIX
     second = [args.model] if args.model is not None else args.styles
     return "_".join([_name_part(args.content), "+".join(_name_part(s) for s in second)]) + DEFAULT_IMAGE_SUFFIX
 
@@ -776,14 +838,15 @@ def _stylize_gatys(args: argparse.Namespace, out: Path, started: float) -> int:
 # train
 
 
-def _train_monitor(every: int | None):
-    """The callback of ``train --log-every N`` (a line every N steps), or None."""
+def _train_monitor(every: int | None, keys: tuple[str, ...] = ("total", "content", "style", "tv", "lr")):
+    """The callback of ``train --log-every N`` and ``train-adain --log-every N`` (a line of ``keys`` every
+    N steps), or None."""
     if every is None:
         return None
 
-    def callback(step: int, losses: dict[str, float], samples) -> None:
+    def callback(step: int, losses: dict[str, float], *samples) -> None:
         if step % every == 0:
-            _print_losses(step, losses, ("total", "content", "style", "tv", "lr"), losses["seconds"])
+            _print_losses(step, losses, keys, losses["seconds"])
 
     return callback
 
@@ -824,6 +887,71 @@ def cmd_train(args: argparse.Namespace) -> int:
     where = f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir is not None else ""
     print(f"nstlib: wrote {out} ({result.steps} steps on {len(data)} images{loss}, {result.settings['device']}) "
           f"in {time.perf_counter() - started:.1f} s{where}")
+    return EXIT_OK
+
+
+def _check_image_source(source: str, option: str) -> None:
+    """UsageError unless ``source`` is a dataset name or an existing folder holding images (before any work)."""
+    from .data.datasets import DATASETS, IMAGE_EXTENSIONS, list_images
+
+    if source in DATASETS:
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UsageError(f"{option} {source}: no such folder (the current folder is {Path.cwd()}): give a folder of "
+                         f"images, or one of {', '.join(DATASETS)}")
+    if not path.is_dir():
+        raise UsageError(f"{option} {source} is a file, not a folder: give the folder that holds the images")
+    if not list_images(path):
+        raise UsageError(f"{option} {source} holds no images ({' '.join(IMAGE_EXTENSIONS)}; sub-folders searched "
+                         "too): put images in it, or give another folder")
+
+
+def _check_train_adain(args: argparse.Namespace) -> None:
+    """``train-adain``'s arguments that the parser cannot check alone: UsageErrors naming the option and the fix."""
+    from .checkpoints import step_files
+
+    _check_image_source(args.styles, "STYLES")
+    _check_image_source(args.data, "--data")
+    if args.encoder not in ("pretrained", "random") and not Path(args.encoder).expanduser().is_file():
+        raise UsageError(f"--encoder {args.encoder}: no such file (the current folder is {Path.cwd()}): give "
+                         "pretrained, random or the path of a vgg_normalised.pth")
+    folder = args.checkpoint_dir
+    if args.resume and folder is None:
+        raise UsageError("--resume needs --checkpoint-dir DIR (the folder the checkpoints are written to)")
+    if folder is not None and folder.expanduser().exists() and not folder.expanduser().is_dir():
+        raise UsageError(f"--checkpoint-dir {folder} is a file: give a folder (it is created if missing)")
+    if folder is not None and not args.resume and step_files(folder.expanduser()):
+        raise UsageError(f"--checkpoint-dir {folder} already holds checkpoints of a run: add --resume to continue "
+                         "it, or choose another folder (or delete them) to start afresh")
+
+
+def cmd_train_adain(args: argparse.Namespace) -> int:
+    """``nstlib train-adain``: :func:`~nstlib.train_adain_decoder`, then the decoder to ``-o``
+    (:func:`~nstlib.data.adain_weights.save_adain_decoder`, pytorch-AdaIN's layout)."""
+    from .adain_training import train_adain_decoder
+
+    started = time.perf_counter()
+    out = _output_path(args.output, default_output_name(args), args.force, MODEL_SUFFIXES)
+    _check_train_adain(args)
+    with _memory_advice(f"--batch-size {args.batch_size} and --image-size {args.image_size}",
+                        "try a smaller --batch-size or --image-size"):
+        result = train_adain_decoder(
+            args.data, args.styles, steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
+            content_weight=args.content_weight, style_weight=args.style_weight, lr=args.lr, lr_decay=args.lr_decay,
+            encoder=args.encoder, device=args.device, checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+            log_every=args.log_every or 10, callback=_train_monitor(args.log_every, ("total", "content", "style", "lr")),
+            resume="auto" if args.resume else False, seed=args.seed, num_workers=args.num_workers,
+            progress=not args.quiet,
+        )
+    result.save(out)
+    settings, history = result.settings, result.history
+    loss = f", final loss {history['total'][-1]:.4g}" if history["total"] else ""
+    where = f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir is not None else ""
+    print(f"nstlib: wrote {out} (AdaIN decoder, {result.steps} steps on {settings['content_length']} photos and "
+          f"{settings['style_length']} style images{loss}, {settings['device']}) in "
+          f"{time.perf_counter() - started:.1f} s{where}")
     return EXIT_OK
 
 

@@ -142,8 +142,9 @@ def test_resume_refusals_and_fallbacks(reference, tmp_path):
     for path in folder.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
     (copy / "step_000006.pth").write_bytes(b"cut short")
-    with pytest.warns(RuntimeWarning, match="step_000006.pth cannot be read"):
+    with pytest.warns(RuntimeWarning, match="step_000006.pth cannot be read") as caught:
         resumed = train(steps=6, checkpoint_dir=copy, checkpoint_every=2, keep_checkpoints=2, resume=True)
+    assert caught[0].filename == __file__  # the warning points at the caller of train_adain_decoder
     assert resumed.history["step"] == [1, 2, 3, 4, 5, 6] and (copy / "step_000006.pth.unreadable").is_file()
     assert same(resumed.model.decoder, reference[0].model.decoder)
 

@@ -347,3 +347,55 @@ def test_export_refuses_a_multi_style_network():
     net = TransformerNet(num_styles=2)
     with pytest.raises(ValueError, match="num_styles=2"):
         checkpoints.to_examples_state_dict(net)
+
+
+# ---- training checkpoints: the newest readable one ------------------------------------------------------
+
+OTHER_KIND = "test.other_trainer_checkpoint"
+
+
+def _other_reader(path: Path) -> dict:
+    return checkpoints.read_train_checkpoint(path, kind=OTHER_KIND, trainer="a test trainer")
+
+
+def _checkpoint_folder(folder: Path, cut: tuple[int, ...] = ()) -> Path:
+    """step_000002.pth, step_000004.pth and latest.pth (step 4) of another trainer; the steps in ``cut`` cut short."""
+    for step in (2, 4):
+        checkpoints.write_train_checkpoint(folder, step, {"kind": OTHER_KIND, "version": 1, "step": step}, keep=3)
+    for step in cut:
+        checkpoints.step_file(folder, step).write_bytes(b"cut short")
+    return folder
+
+
+def test_latest_train_checkpoint_reads_with_the_reader_it_is_given(tmp_path):
+    """``read=`` decides which files are checkpoints: the default reader (train_transform_net's kind) sets
+    another trainer's files aside, the trainer's own reader finds the newest, without a warning."""
+    import warnings
+
+    folder = _checkpoint_folder(tmp_path / "ok")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path, state = checkpoints.latest_train_checkpoint(folder, read=_other_reader)
+    assert path == folder / "step_000004.pth" and state == {"kind": OTHER_KIND, "version": 1, "step": 4}
+    with pytest.warns(RuntimeWarning, match="is not a training checkpoint of nstlib.train_transform_net") as caught:
+        assert checkpoints.latest_train_checkpoint(folder) is None
+    assert len(caught) == 3 and sorted(p.name for p in folder.iterdir()) == [
+        "latest.pth.unreadable", "step_000002.pth.unreadable", "step_000004.pth.unreadable"]
+
+
+def test_latest_train_checkpoint_falls_back_and_warns_at_the_caller(tmp_path):
+    """A cut newest file: set aside, the previous one used (the warning points at this file: stacklevel=2).
+    Every step file cut: latest.pth, with a warning saying so unless ``warn_latest=False``."""
+    folder = _checkpoint_folder(tmp_path / "newest_cut", cut=(4,))
+    with pytest.warns(RuntimeWarning, match="step_000004.pth cannot be read") as caught:
+        path, state = checkpoints.latest_train_checkpoint(folder, read=_other_reader)
+    assert path.name == "step_000002.pth" and state["step"] == 2 and caught[0].filename == __file__
+    assert (folder / "step_000004.pth.unreadable").is_file()
+    for warn_latest in (True, False):
+        folder = _checkpoint_folder(tmp_path / f"all_cut_{warn_latest}", cut=(2, 4))
+        with pytest.warns(RuntimeWarning) as caught:
+            path, state = checkpoints.latest_train_checkpoint(folder, read=_other_reader, warn_latest=warn_latest)
+        assert path.name == "latest.pth" and state["step"] == 4
+        messages = [str(w.message) for w in caught]
+        assert sum("cannot be read" in m for m in messages) == 2
+        assert any("resuming from" in m for m in messages) == warn_latest

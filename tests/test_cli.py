@@ -139,6 +139,9 @@ HELP = {
     "train": ["--data", "--steps", "--epochs", "--batch-size", "--image-size", "--content-weight", "--style-weight",
               "--tv-weight", "--lr", "--checkpoint-dir", "--checkpoint-every", "--sample-every", "--resume", "--seed",
               "--device", "--output"],
+    "train-adain": ["STYLES", "--data", "--steps", "--batch-size", "--image-size", "--content-weight", "--style-weight",
+                    "--lr", "--lr-decay", "--encoder", "--checkpoint-dir", "--checkpoint-every", "--keep-checkpoints",
+                    "--log-every", "--resume", "--seed", "--num-workers", "--device", "--quiet", "--force", "--output"],
     "download": ["--n", "samples", "pretrained", "vgg19", "labelme", "coco-val2017", "coco-train2014",
                  "labelme-12-50k", "wave"],
     "batch": ["--workers", "--output", "--force"],
@@ -373,6 +376,136 @@ def test_diverged_training_exits_1_naming_the_step(images, env, tmp_path, capsys
     assert not (tmp_path / "m.pth").exists()
 
 
+# -- train-adain -------------------------------------------------------------------------------
+
+ADAIN_ARGS = ["--steps", "4", "--batch-size", "2", "--image-size", "16", "--lr", "1e-3", "--seed", "3", "--quiet"]
+"""Small runs: 4 steps of 2 pairs at 16 px (AdaIN's smallest size), a learning rate that moves the weights."""
+
+ADAIN_LINE = re.compile(r"^step (\d+): total (\S+), content (\S+), style (\S+), lr (\S+) \((\S+) s\)$")
+
+
+def _image_folder(folder: Path, count: int, seed: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        _write(folder / f"{i}.png", 20 + 4 * i, 18 + 2 * i, seed + i)
+    return folder
+
+
+@pytest.fixture
+def adain_folders(tmp_path):
+    """``(photos, paintings)``: 3 photos, 2 paintings in a sub-folder (found recursively)."""
+    return _image_folder(tmp_path / "photos", 3, 20), _image_folder(tmp_path / "paintings" / "oils", 2, 30).parent
+
+
+def _decoder_state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return list(a) == list(b) and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+def test_train_adain_writes_the_decoder_train_adain_decoder_makes(adain_folders, quick_env, no_network, tmp_path,
+                                                                   capsys):
+    """The oracle: nstlib.train_adain_decoder called with the same arguments (quick mode: the encoder is the
+    announced random stand-in in both). The file is pytorch-AdaIN's decoder layout, read by nstlib.load_adain."""
+    from nstlib.adain_training import train_adain_decoder
+
+    photos, paintings = adain_folders
+    out = tmp_path / "decoder.pth"
+    argv = ["train-adain", str(paintings), "--data", str(photos), *ADAIN_ARGS, "--log-every", "2", "-o", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"nstlib: wrote {out} (AdaIN decoder, 4 steps on 3 photos and 2 style images, final loss " in printed
+    assert "vgg_normalised.pth is not cached; using a random stand-in" in printed
+    oracle = train_adain_decoder(str(photos), str(paintings), steps=4, batch_size=2, image_size=16, lr=1e-3, seed=3,
+                                 progress=False)
+    assert _same_state(_decoder_state(out), oracle.model.decoder.state_dict())
+    assert _same_state(nstlib.load_adain(out, encoder="random").decoder.state_dict(), oracle.model.decoder.state_dict())
+    logged = {int(m.group(1)): [float(v) for v in m.groups()[1:5]]
+              for m in map(ADAIN_LINE.match, printed.splitlines()) if m}
+    assert sorted(logged) == [2, 4]
+    for step, values in logged.items():
+        index = oracle.history["step"].index(step)
+        expected = [oracle.history[key][index] for key in ("total", "content", "style", "lr")]
+        assert values == pytest.approx(expected, rel=1e-5), step  # printed with 6 significant digits
+
+
+def test_train_adain_run_again_after_an_interruption_continues_exactly(adain_folders, quick_env, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Ctrl-C during step 3, then the same command again: the decoder equals an uninterrupted run's, bit for bit
+    (the oracle), and the first command wrote no decoder file."""
+    from nstlib import adain_training
+
+    photos, paintings = adain_folders
+
+    def run(name: str) -> int:
+        return cli.main(["train-adain", str(paintings), "--data", str(photos), *ADAIN_ARGS, "--checkpoint-every", "1",
+                         "--checkpoint-dir", str(tmp_path / f"{name}_ckpt"), "--resume",
+                         "-o", str(tmp_path / f"{name}.pth")])
+
+    assert run("whole") == 0
+    real, calls = adain_training.adain_losses, []
+
+    def interrupted(*args):
+        calls.append(len(calls) + 1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C (or a lost Colab session) does in the middle of step 3
+        return real(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(adain_training, "adain_losses", interrupted)
+        assert run("again") == 130
+    assert "nstlib: interrupted" in capsys.readouterr().err and not (tmp_path / "again.pth").exists()
+    assert sorted(p.name for p in (tmp_path / "again_ckpt").glob("step_*.pth")) == ["step_000001.pth", "step_000002.pth"]
+    torch.manual_seed(12345)  # the resumed run restores the random state of its checkpoint: this must not matter
+    assert run("again") == 0
+    assert _same_state(_decoder_state(tmp_path / "again.pth"), _decoder_state(tmp_path / "whole.pth"))
+    resumed, whole = (torch.load(tmp_path / f"{n}_ckpt" / "latest.pth", weights_only=True) for n in ("again", "whole"))
+    assert resumed["step"] == whole["step"] == 4
+    assert torch.equal(resumed["history"]["total"], whole["history"]["total"])
+
+
+ADAIN_BAD = [
+    (["{paintings}", "--data", "{tmp}/no_photos"], "--data {tmp}/no_photos: no such folder"),
+    (["{tmp}/no_paintings", "--data", "{photos}"], "STYLES {tmp}/no_paintings: no such folder"),
+    (["{empty}", "--data", "{photos}"], "STYLES {empty} holds no images"),
+    (["{paintings}", "--data", "{empty}"], "--data {empty} holds no images"),
+    (["{photos}/0.png", "--data", "{photos}"], "STYLES {photos}/0.png is a file, not a folder"),
+    (["{paintings}", "--data", "{photos}", "--steps", "-3"], "--steps: -3 must be a positive whole number"),
+    (["{paintings}", "--data", "{photos}", "--steps", "0"], "--steps: 0 must be a positive whole number"),
+    (["{paintings}", "--data", "{photos}", "--image-size", "8"], "--image-size: 8 must be at least 16"),
+    (["{paintings}", "--data", "{photos}", "--lr", "0"], "--lr: 0 must be greater than 0"),
+    (["{paintings}", "--data", "{photos}", "--encoder", "{tmp}/vgg.pth"], "--encoder {tmp}/vgg.pth: no such file"),
+    (["{paintings}", "--data", "{photos}", "--resume"], "--resume needs --checkpoint-dir"),
+    (["{paintings}", "--data", "{photos}", "--checkpoint-dir", "{old}"],
+     "--checkpoint-dir {old} already holds checkpoints of a run: add --resume"),
+    (["{paintings}", "--data", "{photos}", "--checkpoint-dir", "{photos}/0.png"], "is a file: give a folder"),
+    (["{paintings}", "--data", "{photos}", "-o", "{tmp}/decoder.txt"], "'.txt' is not one of .pth .pt"),
+]
+
+
+@pytest.mark.parametrize("argv, message", ADAIN_BAD, ids=[f"{a[0]} {' '.join(a[1:][-2:])}" for a, _ in ADAIN_BAD])
+def test_train_adain_bad_input_exits_2_naming_the_option_before_any_work(argv, message, adain_folders, quick_env,
+                                                                         tmp_path, no_work, capsys):
+    photos, paintings = adain_folders
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "step_000002.pth").write_bytes(b"a checkpoint of an earlier run")
+    fill = dict(tmp=tmp_path, photos=photos, paintings=paintings, empty=tmp_path / "empty", old=tmp_path / "old")
+    before = sorted(tmp_path.rglob("*"))
+    words = ["train-adain", *(a.format(**fill) for a in argv[:3]), "--steps", "2", *(a.format(**fill) for a in argv[3:])]
+    if "-o" not in words:
+        words += ["-o", str(tmp_path / "decoder.pth")]
+    assert cli.main(words) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message.format(**fill) in err[-1] and "error:" in err[-1], err
+    if err[-1].startswith("nstlib: error:"):  # our own errors are exactly one line
+        assert len(err) == 1
+    assert no_work == [] and sorted(tmp_path.rglob("*")) == before  # refused before any work, nothing written
+
+
 # -- download ----------------------------------------------------------------------------------
 
 BODY = b"\x89PNG not really, but bytes with a known digest " * 100
@@ -477,6 +610,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr("nstlib.gatys.stylize", recorder("stylize"))
     monkeypatch.setattr("nstlib.fast.stylize_image", recorder("stylize_image"))
     monkeypatch.setattr("nstlib.training.train_transform_net", recorder("train"))
+    monkeypatch.setattr("nstlib.adain_training.train_adain_decoder", recorder("train-adain"))
     return calls
 
 
@@ -624,6 +758,8 @@ def test_default_output_names():
     assert name("stylize", "cat.png", "--model", "models/starry.pth") == "cat_starry.jpg"
     assert name("train", "starry_night", "--data", "synthetic", "--steps", "1") == "starry_night.pth"
     assert name("train", "art/wave.jpg", "candy", "--data", "synthetic", "--steps", "1") == "wave+candy.pth"
+    assert name("train-adain", "art/paintings/", "--data", "synthetic", "--steps", "1") == "paintings_decoder.pth"
+    assert name("train-adain", "synthetic", "--data", "synthetic", "--steps", "1") == "synthetic_decoder.pth"
 
 
 def test_output_folder_or_no_output_gets_the_default_name(images, checkpoint, env, tmp_path, monkeypatch, capsys):
@@ -784,6 +920,9 @@ def test_names_written_out_to_start_quickly_match_their_source():
 
     assert cli.VGG19_FILE == VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     assert (cli.TRAIN_CONTENT, cli.TRAIN_STYLE) == (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS)
+    from nstlib.adain_model import MIN_SIZE
+
+    assert cli.ADAIN_MIN_SIZE == MIN_SIZE
 
 
 def test_backend_reaches_stylize_image_and_needs_a_model(quick_env, tmp_path, monkeypatch, capsys):
