@@ -4,6 +4,7 @@
     python benchmarks/run.py --only gatys,fast    # some sections
     python benchmarks/run.py --smoke              # a tiny configuration (CI checks that it works)
     python benchmarks/run.py --only fast-cpu      # CPU inference options vs float32 and the peer (markdown table)
+    python benchmarks/run.py --only adain         # AdaIN and multi-style nets vs TransformerNet (markdown table)
 
 Sections (each item runs in a fresh process, so its peak memory is its own):
 
@@ -25,6 +26,11 @@ Sections (each item runs in a fresh process, so its peak memory is its own):
              tutorial's frozen loop) at 256 px; the bfloat16 result against float32 after the
              notebook's CPU run (192 px, 100 steps; float32 ``fast=False`` as the float-noise yardstick);
              training steps float32 vs ``amp="bfloat16"`` and their final losses.
+``adain``    seconds per image, batch 1, inference mode, on the device at hand at 512x512 and 512x384
+             (``--adain-sizes``), options interleaved round by round: ``TransformerNet`` float32 and with
+             ``backend="auto"``; ``stylize_adain`` with the style encoded at every call, encoded once
+             (``encode_style``) and in bfloat16; ``TransformerNet(num_styles=N)`` for N = 1, 4, 16 with a
+             style index and a blend of two; multiply-adds per pixel counted by hooks (``adain_bench.py``).
 
 Peak memory: resident set size on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 Random VGG19 weights are used unless ``--weights imagenet`` (timings do not depend on weights).
@@ -46,6 +52,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import adain_bench  # noqa: E402  (beside this file)
 import fast_cpu  # noqa: E402  (beside this file)
 SEED_GATYS_SECONDS = 63.27  # the seed slides' average Gatys run time
 SEED_FAST_SECONDS = 0.17  # the seed slides' average fast stylisation time
@@ -339,10 +346,18 @@ def item_bf16_train(size: int, batch: int, steps: int, rounds: int, threads: int
             "output_difference": _image_difference(outputs["bfloat16"], outputs["float32"])}
 
 
+def item_adain(options: list[str], source: str, sizes: list[str], repeats: int, threads: int | None,
+               device: str | None, num_styles: list[int]) -> dict:
+    """Seconds per image of AdaIN, multi-style and single-style networks, run in turns in one process."""
+    import adain_bench
+
+    return adain_bench.warm(options, source, sizes, repeats, threads, device, num_styles)
+
+
 ITEMS = {"gatys": item_gatys, "quality": item_quality, "fast": item_fast, "train": item_train,
          "fast-cpu-cold": item_fast_cpu_cold, "fast-cpu-warm": item_fast_cpu_warm,
-         "bf16-gatys": item_bf16_gatys, "bf16-train": item_bf16_train}
-SECTIONS = ("gatys", "quality", "fast", "fast-cpu", "train", "bf16-cpu")
+         "bf16-gatys": item_bf16_gatys, "bf16-train": item_bf16_train, "adain": item_adain}
+SECTIONS = ("gatys", "quality", "fast", "fast-cpu", "train", "bf16-cpu", "adain")
 
 
 def _child(name, kwargs, queue):
@@ -388,7 +403,8 @@ def plan(args, cuda: bool) -> dict:
                 "train_steps": 1, "fast_cpu_sizes": [64], "fast_cpu_repeats": 1,
                 "fast_cpu_options": [o for o in fast_cpu.OPTIONS if o != "compile"],
                 "bf16_size": 64, "bf16_steps": 2, "bf16_rounds": 1, "bf16_check_size": 32, "bf16_check_steps": 3,
-                "bf16_train_size": 32, "bf16_train_batch": 2, "bf16_train_steps": 1, "bf16_train_rounds": 1}
+                "bf16_train_size": 32, "bf16_train_batch": 2, "bf16_train_steps": 1, "bf16_train_rounds": 1,
+                "adain_sizes": ["64x64", "64x48"], "adain_repeats": 1, "adain_num_styles": list(adain_bench.NUM_STYLES)}
     return {
         "sizes": args.sizes or [128, 256, 512],
         "gatys_steps": args.steps or (300 if cuda else 20),
@@ -407,6 +423,8 @@ def plan(args, cuda: bool) -> dict:
         "bf16_size": 256, "bf16_steps": 10, "bf16_rounds": 3,
         "bf16_check_size": 192, "bf16_check_steps": 100,  # notebook 03's main result on a CPU
         "bf16_train_size": 128, "bf16_train_batch": 4, "bf16_train_steps": 3, "bf16_train_rounds": 3,
+        "adain_sizes": args.adain_sizes or list(adain_bench.SIZES), "adain_repeats": args.repeats or 5,
+        "adain_num_styles": list(adain_bench.NUM_STYLES),
     }
 
 
@@ -420,11 +438,16 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, choices=["imagenet"], help="VGG19 weights (default: random)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile for fast stylisation")
     parser.add_argument("--smoke", action="store_true", help="tiny configuration, in one process")
-    parser.add_argument("--repeats", type=int, help="fast-cpu: timed rounds per option and size (default 3)")
-    parser.add_argument("--threads", type=int, help="fast-cpu and bf16-cpu: CPU threads (default: torch.get_num_threads())")
+    parser.add_argument("--repeats", type=int, help="fast-cpu and adain: timed rounds per option and size "
+                        "(default 3 and 5)")
+    parser.add_argument("--threads", type=int, help="fast-cpu, bf16-cpu and adain: CPU threads "
+                        "(default: torch.get_num_threads())")
+    parser.add_argument("--adain-sizes", nargs="+", help="adain: WIDTHxHEIGHT sizes, or N for NxN "
+                        f"(default {' '.join(adain_bench.SIZES)})")
     parser.add_argument("--options", help=f"fast-cpu: comma-separated options (default all: {','.join(fast_cpu.OPTIONS)}; "
                         "torch-fp32 and peer are always included)")
-    parser.add_argument("--photo", help="fast-cpu: the photo (default: the Golden Gate sample when present, else its stand-in)")
+    parser.add_argument("--photo", help="fast-cpu and adain: the photo (default: the Golden Gate sample when present, "
+                        "else its stand-in)")
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<device>.json)")
     args = parser.parse_args(argv)
 
@@ -483,15 +506,23 @@ def main(argv=None) -> int:
                                 steps=p["bf16_train_steps"], rounds=p["bf16_train_rounds"], threads=args.threads,
                                 weights=args.weights))
 
+    adain_table = None
+    if "adain" in sections:
+        adain_records, adain_table = run_adain(args, p, isolate, dev)
+        records += adain_records
+
     summary = summarise(records, cuda)
     print_table(records, summary)
     if fast_cpu_table:
         print(f"\nfast-cpu ({name}; torch {torch.__version__}):\n\n{fast_cpu_table}\n")
-    suffix = "-fast-cpu" if sections == ["fast-cpu"] else ""
+    if adain_table:
+        print(f"\nadain ({name}; torch {torch.__version__}):\n\n{adain_table}\n")
+    suffix = f"-{sections[0]}" if sections in (["fast-cpu"], ["adain"]) else ""
     out = args.out or HERE / "results" / f"{'smoke-' if args.smoke else ''}{device.type}{suffix}.json"
     report = {"device": dev, "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "smoke": args.smoke,
-              "plan": p, "records": records, "summary": summary, "fast_cpu_table": fast_cpu_table}
+              "plan": p, "records": records, "summary": summary, "fast_cpu_table": fast_cpu_table,
+              "adain_table": adain_table}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out}")
@@ -547,6 +578,31 @@ def run_fast_cpu(args, p: dict, isolate: bool) -> tuple[list[dict], str]:
     return records, table + "\n\n" + note
 
 
+def run_adain(args, p: dict, isolate: bool, dev: str) -> tuple[list[dict], str]:
+    """The adain section: every option in one process (its own when ``isolate``), interleaved round by round."""
+    source = fast_cpu.photo_source(args.photo)
+    sizes, names = p["adain_sizes"], adain_bench.options(p["adain_num_styles"])
+    print(f"adain: {len(names)} options x sizes {sizes}, {p['adain_repeats']} rounds, photo {source}")
+    status, measured = call_item("adain", isolate, options=names, source=source, sizes=sizes,
+                                 repeats=p["adain_repeats"], threads=args.threads, device=dev,
+                                 num_styles=p["adain_num_styles"])
+    if status != "ok":
+        record = {"section": "adain", "option": "all", "error": measured}
+        print("  " + json.dumps(record), flush=True)
+        return [record], ""
+    records = []
+    for row in adain_bench.merge(measured, names):
+        record = {"section": "adain", **row, "threads": measured["threads"], "photo": source,
+                  "shapes": measured["shapes"], "repeats": measured["repeats"]}
+        print("  " + json.dumps(record, default=str), flush=True)
+        records.append(record)
+    photo = Path(source).name if source != "standin" else "synthetic stand-in"
+    note = (f"{measured['device']}, {measured['threads']} thread{'s' if measured['threads'] > 1 else ''}; photo: "
+            f"{photo}; batch 1, inference mode; median of {measured['repeats']} round(s) after a warm-up, the options "
+            "interleaved; MACs: multiply-adds of every Conv2d per pixel of the content image, counted by hooks.")
+    return records, adain_bench.markdown(records, sizes) + "\n\n" + note
+
+
 def summarise(records: list[dict], cuda: bool) -> dict:
     """Ratios and target checks from the records."""
     summary: dict = {}
@@ -574,7 +630,15 @@ def summarise(records: list[dict], cuda: bool) -> dict:
             summary[f"bf16_gatys_best_ratio_to_frozen_{r['size']}"] = r["best_bf16_ratio_to_frozen"]
         if r["section"] == "bf16-train" and "error" not in r:
             summary["bf16_train_ratio_to_float32"] = r["bf16_ratio_to_float32"]
+    adain_rows = [r for r in records if r["section"] == "adain" and "error" not in r]
+    adain_sizes = list(adain_rows[0]["shapes"]) if adain_rows else []
+    for r in adain_rows:  # at the size of the targets; every size is in the records and the table
+        size = adain_bench.target_size(adain_sizes)
+        if size in r.get("ratio_to_fp32", {}):
+            summary[f"adain_{r['option']}_{size}_ratio_to_fp32"] = r["ratio_to_fp32"][size]
     checks = {}
+    if adain_rows:
+        checks.update(adain_bench.checks(adain_rows, adain_sizes))
     if "bf16_gatys_ratio_to_frozen_256" in summary:
         checks["bf16 Gatys step at 256 px <= 0.7x the frozen tutorial"] = summary["bf16_gatys_ratio_to_frozen_256"] <= 0.7
     if "gatys_step_ratio_256" in summary:
@@ -635,6 +699,13 @@ def print_table(records: list[dict], summary: dict) -> None:
             rows.append(("bf16-cpu", f"train batch {r['batch']} x {r['size']} px, {r['threads']} threads ({r['amp_ran']})",
                          f"s/step: fp32 {r['seconds_per_step']['float32']:.3f}, bf16 {r['seconds_per_step']['bfloat16']:.3f} "
                          f"(ratio {r['bf16_ratio_to_float32']:.2f}); outputs: PSNR {d['psnr_db']:.1f} dB", ""))
+        elif r["section"] == "adain":
+            if "skipped" in r:
+                rows.append(("adain", r["option"], "skipped: " + r["skipped"], ""))
+                continue
+            times = ", ".join(f"{size}: {sec:.3f} s ({r['ratio_to_fp32'][size]:.2f}x)" for size, sec in r["seconds"].items())
+            macs = next(iter(r["macs_per_pixel"].values()), None)
+            rows.append(("adain", r["option"], times, f"{macs:,.0f} MACs/px" if macs is not None else ""))
         elif r["section"] == "train":
             rows.append(("train", f"batch {r['batch']} x {r['size']} px{' AMP' if r['amp'] else ''}",
                          f"{r['images_per_second']:.2f} images/s ({r['seconds_per_step']:.2f} s/step)", f"{r['peak_mib']:.0f} MiB"))

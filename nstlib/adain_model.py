@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ __all__ = [
     "DECODER_MODULES",
     "ENCODER_LAYERS",
     "ENCODER_MODULES",
+    "EncodedStyle",
     "FULL_ENCODER_MODULES",
     "MIN_SIZE",
     "adain",
@@ -60,6 +62,7 @@ __all__ = [
     "calc_mean_std",
     "check_layout",
     "coral",
+    "encode_style",
     "stylize_adain",
 ]
 
@@ -321,6 +324,55 @@ def _style_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     return [w / total for w in values]
 
 
+@dataclass(frozen=True, eq=False)
+class EncodedStyle:
+    """Style images already through the encoder (:func:`encode_style`), for :func:`stylize_adain`.
+
+    AdaIN needs of a style only its ``relu4_1`` features ``f(s)``; a real-time application with a fixed
+    style computes them once and then runs only ``f(c)``, AdaIN and the decoder per frame, about half
+    the work at equal content and style sizes. ``features``: one ``[1, 512, h, w]`` tensor per style
+    image, in order; ``encoder``: the encoder that computed them (:func:`stylize_adain` refuses another
+    model's). Features computed before the encoder's weights change in place are stale: encode again.
+    """
+
+    features: tuple[torch.Tensor, ...]
+    encoder: nn.Module
+
+
+def encode_style(model: AdaINModel, style: Any, *, style_size: int | None = None) -> EncodedStyle:
+    """Run ``model``'s encoder once on ``style`` (one image or a list, loaded at ``style_size`` as
+    :func:`stylize_adain` loads them) and keep the features: ``stylize_adain(model, content, encoded)``
+    then gives exactly ``stylize_adain(model, content, style, style_size=style_size)`` without encoding
+    the style again (``style_weights`` and ``alpha`` still apply per call; ``preserve_color`` cannot,
+    as it recolours the style images to each content first)."""
+    images = _style_images(style, style_size)
+    with torch.no_grad():
+        features = tuple(model.encode(image.to(next(model.parameters()).device)) for image in images)
+    return EncodedStyle(features, model.encoder)
+
+
+def _style_images(style: Any, style_size: int | None) -> list[torch.Tensor]:
+    """One ``[1, 3, H, W]`` image per style image (``style``: one or a list), loaded at ``style_size``."""
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles:
+        raise ValueError("style is an empty list: give at least one style image")
+    images = [_as_images(s, style_size, f"style[{i}]") for i, s in enumerate(styles)]
+    if any(img.shape[0] != 1 for img in images):
+        raise ValueError("each style image must be a single image: pass several styles as a list")
+    return images
+
+
+def _check_encoded(model: AdaINModel, style: EncodedStyle, preserve_color: bool, style_size: int | None) -> None:
+    """An :class:`EncodedStyle` is this model's, without the options that apply only to style images."""
+    if style.encoder is not model.encoder:
+        raise ValueError("style was encoded by another model's encoder: use encode_style(model, ...) with this model")
+    if preserve_color:
+        raise ValueError("preserve_color=True recolours the style images to the content before encoding them: "
+                         "pass the style images themselves, not an EncodedStyle")
+    if style_size is not None:
+        raise ValueError(f"style_size={style_size} applies when the style is encoded: pass it to encode_style")
+
+
 def stylize_adain(model: AdaINModel, content: Any, style: Any, *, alpha: float = 1.0,
                   style_weights: Sequence[float] | None = None, preserve_color: bool = False,
                   size: int | None = None, style_size: int | None = None) -> torch.Tensor:
@@ -335,28 +387,33 @@ def stylize_adain(model: AdaINModel, content: Any, style: Any, *, alpha: float =
     (default equal); a one-hot list gives that style alone. ``preserve_color``: each style image is
     first recoloured to the content's colour statistics (:func:`coral`; with a batch of contents,
     to the first one's). Runs without gradients on the model's device; the model's mode is restored.
+
+    A fixed style need not be encoded at every call: ``style`` may be an :class:`EncodedStyle`
+    from :func:`encode_style` (same result; then without ``style_size`` and ``preserve_color``).
     """
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha={alpha!r} must be a number from 0 (content only) to 1 (full style)")
-    styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    if not styles:
+    encoded = isinstance(style, EncodedStyle)
+    if encoded:
+        _check_encoded(model, style, preserve_color, style_size)
+    elif isinstance(style, (list, tuple)) and not style:
         raise ValueError("style is an empty list: give at least one style image")
-    weights = _style_weights(style_weights, len(styles))
+    weights = _style_weights(style_weights, len(style.features) if encoded else
+                             len(style) if isinstance(style, (list, tuple)) else 1)
     images = _as_images(content, size, "content")
-    style_images = [_as_images(s, style_size if style_size is not None else size, f"style[{i}]")
-                    for i, s in enumerate(styles)]
-    if any(img.shape[0] != 1 for img in style_images):
-        raise ValueError("each style image must be a single image: pass several styles as a list")
-    if preserve_color:
-        style_images = [coral(s, images[:1]) for s in style_images]
+    if not encoded:
+        style_images = _style_images(style, style_size if style_size is not None else size)
+        if preserve_color:
+            style_images = [coral(s, images[:1]) for s in style_images]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             content_features = model.encode(images.to(device))
-            target = sum(w * adain(content_features, model.encode(s.to(device)))
-                         for w, s in zip(weights, style_images))
+            style_features = (f.to(device) for f in style.features) if encoded else (
+                model.encode(s.to(device)) for s in style_images)
+            target = sum(w * adain(content_features, f) for w, f in zip(weights, style_features))
             out = model.decode(alpha * target + (1 - alpha) * content_features)
     finally:
         model.train(was_training)

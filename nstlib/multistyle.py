@@ -18,8 +18,10 @@ with ``A_l^(s)`` the Gram targets of style image ``s`` alone and ``f(x; s)`` the
 style ``s``'s norm parameters. Only ``s_k``'s scales and shifts and the shared convolutions get a
 gradient at step ``k`` (Adam's momentum still moves the other styles' rows a little, as for any
 parameter whose gradient is zero for a step). ``s_k`` depends on ``(seed, k)`` alone, so a resumed
-run trains the same styles; everything else (data order, checkpoints, exact resumption, divergence
-checks) is :mod:`nstlib.training`'s own code, and :mod:`nstlib.checkpoints` saves and loads the net.
+run trains the same styles. The loop itself is :mod:`nstlib.training`'s, given the number of styles
+and :func:`style_for_step` as the style of each step: data order, the step, samples, checkpoints,
+exact resumption and divergence checks are its code, and :mod:`nstlib.checkpoints` saves and loads
+the net.
 
 Inference: ``net(x, style=s)`` for one style, ``net(x, style=[1 - t, t])`` for a blend (the
 scales and shifts are mixed, :func:`blend_strip`). :func:`extract_style` turns one style (or a
@@ -33,22 +35,15 @@ parameters: ``2 * 50 base = 3,200`` at ``base = 32`` (3 down + 10 residual + 2 u
 
 from __future__ import annotations
 
+import functools
 import inspect
-import math
 import time
-from collections import deque
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 import torch
 
 from . import training
-from .checkpoints import check_resume, restore_train_state
-from .config import progress_bar, set_seed
-from .fast import stylize_image, stylize_images
-from .images import save_image
-from .perceptual import PerceptualLoss
+from .fast import stylize_image
 from .training import HISTORY_KEYS, TrainResult, train_transform_net
 from .transform_net import TransformerNet, count_parameters, style_weights
 from .validate import positive_int
@@ -107,14 +102,13 @@ def train_multistyle_net(styles: Sequence, dataset, *, style_order: str = "cycle
     training._check_data_and_loss(o)
     training._check_run_controls(o)
     plan = training._set_up(o)  # quick mode's caps, device, data, the style images (one per style)
-    plan.settings.update(num_styles=len(plan.style_images), style_order=style_order, trainer=TRAINER)
-    run = _build(o, plan, training._find_checkpoint(o), style_order)
+    count = len(plan.style_images)
+    plan.settings.update(num_styles=count, style_order=style_order, trainer=TRAINER)
+    schedule = functools.partial(style_for_step, num_styles=count, order=style_order, seed=o.seed)
+    run = training._build(o, plan, training._find_checkpoint(o), num_styles=count, style_for_step=schedule)
     if run.step >= plan.total_steps:
-        if o.progress:
-            print(f"Nothing to train: the checkpoint is at step {run.step} and steps={plan.total_steps}")
-        plan.settings["seconds"] = run.seconds_before
-        return TrainResult(run.net.eval(), run.history, run.last_path, plan.settings)
-    _train(run)
+        return training._nothing_to_train(run)
+    training._train(run)  # training's loop, step k with style schedule(k): its targets, its norm parameters
     plan.settings["seconds"] = run.history["seconds"][-1] if run.history["seconds"] else 0.0
     plan.settings["total_seconds"] = time.perf_counter() - started
     return TrainResult(run.net, run.history, run.last_path, plan.settings)
@@ -132,118 +126,6 @@ def _options(styles, dataset, options: dict) -> training._Options:
                          "one per style of the network")
     values = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
     return training._Options(**{**values, **options, "style": list(styles), "dataset": dataset})
-
-
-@dataclass
-class _MultiRun(training._Run):
-    """A training run of :mod:`nstlib.training` plus each style's Gram targets and the style order."""
-
-    grams: list = field(default_factory=list)  # grams[s][layer]: style s's targets
-    style_order: str = "cycle"
-
-
-def _build(o, plan, checkpoint, style_order: str) -> _MultiRun:
-    """As :func:`nstlib.training._build`, with ``TransformerNet(num_styles=N)`` and one set of Gram
-    targets per style (instead of one blended set)."""
-    if checkpoint is None:
-        set_seed(o.seed)
-    net = TransformerNet(upsample=o.upsample, num_styles=len(plan.style_images))
-    loss = PerceptualLoss(o.content_layers, o.style_layers, content_weight=o.content_weight,
-                          style_weight=o.style_weight, tv_weight=o.tv_weight, layer_weights=o.layer_weights,
-                          weights=o.weights)
-    plan.settings["layer_weights"] = loss.layer_weights
-    net.to(plan.device)
-    loss.to(plan.device)
-    if plan.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    grams = []
-    for image in plan.style_images:
-        loss.set_style(image.to(plan.device))
-        grams.append(loss.style_grams)
-    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr)
-    scaler = training._grad_scaler(plan.amp_dtype == torch.float16)
-    run = _MultiRun(o, plan, net, loss, optimizer, scaler, recent=deque(maxlen=o.log_every),
-                    history={key: [] for key in MULTISTYLE_HISTORY_KEYS}, grams=grams, style_order=style_order)
-    if checkpoint is not None:
-        run.last_path, state = checkpoint
-        check_resume(state.get("settings", {}), plan.settings, run.last_path)
-        run.history, run.step = restore_train_state(state, net, optimizer, scaler, MULTISTYLE_HISTORY_KEYS,
-                                                    lr=o.lr)
-        run.history["style_index"] = [int(s) for s in run.history["style_index"]]
-        if o.progress:
-            print(f"Resuming from {run.last_path} (step {run.step} of {plan.total_steps})")
-    run.seconds_before = run.history["seconds"][-1] if run.history["seconds"] else 0.0
-    run.loop_started = time.perf_counter()
-    return run
-
-
-def _train(run: _MultiRun) -> None:
-    """One optimiser step per batch, each with the style of :func:`style_for_step`; ends in eval mode."""
-    o, plan = run.options, run.plan
-    autocast = (torch.autocast(device_type="cuda", dtype=plan.amp_dtype) if plan.amp_dtype is not None
-                else nullcontext())
-    bar = progress_bar(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
-    run.net.train()
-    try:
-        for epoch, batch in training._epoch_batches(run):
-            run.step += 1
-            style = style_for_step(run.step, len(run.grams), run.style_order, o.seed)
-            values = _train_step(run, batch.to(plan.device, non_blocking=True), style, autocast)
-            losses = training._record(run, values)
-            bar.update(1)
-            _after_step(run, epoch, losses, bar)
-    finally:
-        bar.close()
-    run.net.eval()
-
-
-def _train_step(run: _MultiRun, x: torch.Tensor, style: int, autocast) -> dict[str, float]:
-    """:func:`nstlib.training._train_step` for style ``style``: its Gram targets, its norm parameters."""
-    run.loss.style_grams = run.grams[style]
-    run.optimizer.zero_grad(set_to_none=True)
-    with autocast:
-        y = run.net(x, style=style)
-        with torch.no_grad():  # the content targets: the VGG features of the input itself
-            features = run.loss.extractor(x)
-        losses = run.loss(y, content_targets={name: features[name] for name in run.options.content_layers})
-    values = {key: float(losses[key].detach()) for key in ("total", "content", "style", "tv")}
-    bad = [key for key in ("content", "style", "tv", "total") if not math.isfinite(values[key])]
-    if bad:
-        raise training._diverged(run, bad, values)
-    run.scaler.scale(losses["total"]).backward()
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    return {**values, "style_index": style}
-
-
-def _after_step(run: _MultiRun, epoch: int, losses: dict, bar) -> None:
-    """As :func:`nstlib.training._after_step`, with samples in every style."""
-    o, step = run.options, run.step
-    final = step == run.plan.total_steps
-    samples = None
-    if run.plan.samples_in is not None and (step % o.sample_every == 0 or final):
-        samples = _make_samples(run)
-    if step % o.checkpoint_every == 0 or final:
-        training._save_checkpoint(run)
-    if step % o.log_every == 0 or final:
-        means = [sum(column) / len(run.recent) for column in zip(*run.recent)]
-        bar.set_postfix(epoch=epoch, total=f"{means[0]:.4g}", content=f"{means[1]:.4g}",
-                        style=f"{means[2]:.4g}", refresh=False)
-        if o.callback is not None:
-            o.callback(step, losses, samples)
-
-
-def _make_samples(run: _MultiRun) -> list[torch.Tensor]:
-    """The sample images in every style (style-major); with ``checkpoint_dir`` saved as one grid per
-    style, stacked: ``samples/step_XXXXXX.png``."""
-    inputs, outputs, grids = run.plan.samples_in, [], []
-    for style in range(len(run.grams)):
-        stylised = stylize_images(run.net, inputs, batch_size=run.options.batch_size, style=style)
-        outputs.extend(stylised)
-        grids.append(training._sample_grid(inputs, stylised))
-    if run.options.checkpoint_dir is not None:
-        save_image(torch.cat(grids, dim=-2), run.options.checkpoint_dir / training.SAMPLES / f"step_{run.step:06d}.png")
-    return outputs
 
 
 # --------------------------------------------------------------------------------------

@@ -364,9 +364,18 @@ class _Plan:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def _one_style(step: int) -> None:
+    """The style of every step of a one-style network: None (``net(x)``, the loss's one set of targets)."""
+    return None
+
+
 @dataclass
 class _Run:
-    """One training run: its options and plan, the models, and where it stands (built by :func:`_build`)."""
+    """One training run: its options and plan, the models, and where it stands (built by :func:`_build`).
+
+    ``style_grams[s]`` holds the Gram targets of the network's style ``s``, and step ``k`` trains style
+    ``style_for_step(k)``: for a one-style network one (blended) set and None at every step, for
+    ``TransformerNet(num_styles=N)`` N sets and :func:`nstlib.multistyle.style_for_step`'s choice."""
 
     options: _Options
     plan: _Plan
@@ -382,6 +391,8 @@ class _Run:
     loop_started: float = 0.0
     ranks: distributed.Ranks | None = None  # several processes: this one's place (nstlib.distributed)
     ddp: Any = None  # then: DistributedDataParallel(net), which the training step calls
+    style_grams: list[dict[str, torch.Tensor]] = field(default_factory=list)  # per style of the network
+    style_for_step: Callable[[int], int | None] = _one_style  # step (1, 2, ...) -> style index, or None
 
     def seconds(self) -> float:
         """Training time so far, across resumptions."""
@@ -541,16 +552,22 @@ def _find_checkpoint(o: _Options) -> tuple[Path, dict] | None:
 
 
 def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None,
-           ranks: distributed.Ranks | None = None) -> _Run:
+           ranks: distributed.Ranks | None = None, *, num_styles: int | None = None,
+           style_for_step: Callable[[int], int | None] = _one_style) -> _Run:
     """The network, the perceptual loss with its style targets, Adam and the GradScaler; a fresh start
     seeds the global RNGs first, a resumed one loads the checkpoint and its RNG states last (each
-    rank its own). With several processes the network is wrapped in ``DistributedDataParallel``."""
+    rank its own). With several processes the network is wrapped in ``DistributedDataParallel``.
+
+    ``num_styles=None``: a one-style ``TransformerNet`` whose targets blend all the style images;
+    ``num_styles=N`` (one per style image): ``TransformerNet(num_styles=N)``, style ``s``'s targets
+    from style image ``s`` alone, step ``k`` training style ``style_for_step(k)`` and the history
+    recording it in a ``style_index`` column (:mod:`nstlib.multistyle`)."""
     if checkpoint is None:
         set_seed(o.seed)
     if o.amp == "bfloat16" and plan.device.type == "cpu":  # bfloat16 autocast where this CPU has it natively
         plan.amp_dtype = precision.choose("bfloat16", plan.device, "amp")
         plan.settings["amp"] = "bfloat16" if plan.amp_dtype is not None else None
-    net = TransformerNet(upsample=o.upsample)
+    net = TransformerNet(upsample=o.upsample, num_styles=num_styles)
     loss = PerceptualLoss(o.content_layers, o.style_layers, content_weight=o.content_weight,
                           style_weight=o.style_weight, tv_weight=o.tv_weight, layer_weights=o.layer_weights,
                           weights=o.weights)
@@ -559,16 +576,20 @@ def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None,
     loss.to(plan.device)
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    loss.set_style([s.to(plan.device) for s in plan.style_images])
+    grams = _style_targets(loss, [s.to(plan.device) for s in plan.style_images], num_styles)
     optimizer = torch.optim.Adam(net.parameters(), lr=o.lr)
     scaler = _grad_scaler(plan.amp_dtype == torch.float16)
-    run = _Run(o, plan, net, loss, optimizer, scaler, recent=deque(maxlen=o.log_every))
+    keys = HISTORY_KEYS if num_styles is None else (*HISTORY_KEYS, "style_index")
+    run = _Run(o, plan, net, loss, optimizer, scaler, recent=deque(maxlen=o.log_every),
+               history={key: [] for key in keys}, style_grams=grams, style_for_step=style_for_step)
     if checkpoint is not None:
         run.last_path, state = checkpoint
         check_resume(state.get("settings", {}), plan.settings, run.last_path)
-        run.history, run.step = restore_train_state(state, net, optimizer, scaler, HISTORY_KEYS, lr=o.lr,
+        run.history, run.step = restore_train_state(state, net, optimizer, scaler, keys, lr=o.lr,
                                                     **({} if ranks is None else {"rank": ranks.rank,
                                                                                  "world_size": ranks.world_size}))
+        if "style_index" in run.history:  # stored as floats, like every column
+            run.history["style_index"] = [int(s) for s in run.history["style_index"]]
         if o.progress:
             saved_lr = state.get("settings", {}).get("lr", o.lr)
             changed = f", lr {o.lr:g} instead of the checkpoint's {saved_lr:g}" if saved_lr != o.lr else ""
@@ -581,12 +602,26 @@ def _build(o: _Options, plan: _Plan, checkpoint: tuple[Path, dict] | None,
     return run
 
 
+def _style_targets(loss: PerceptualLoss, images: list[torch.Tensor], num_styles: int | None) -> list[dict]:
+    """The Gram targets of each style of the network: one set blending all ``images`` (``num_styles=None``),
+    or one set per image (``num_styles=len(images)``). ``loss`` is left holding the last set."""
+    if num_styles is None:
+        loss.set_style(images)
+        return [loss.style_grams]
+    grams = []
+    for image in images:
+        loss.set_style(image)
+        grams.append(loss.style_grams)
+    return grams
+
+
 # --------------------------------------------------------------------------------------
 # the loop and its steps
 
 
 def _train(run: _Run) -> None:
-    """One optimiser step per batch from ``run.step`` to ``total_steps``; the network ends in eval mode."""
+    """One optimiser step per batch from ``run.step`` to ``total_steps``, step ``k`` training the style
+    ``run.style_for_step(k)``; the network ends in eval mode."""
     o, plan = run.options, run.plan
     autocast = precision.autocast(plan.device, plan.amp_dtype)  # a no-op for float32
     bar = config.progress_bar(total=plan.total_steps, initial=run.step, desc="train", unit="step", disable=not o.progress)
@@ -594,7 +629,8 @@ def _train(run: _Run) -> None:
     try:
         for epoch, batch in _epoch_batches(run):
             run.step += 1
-            values = _train_step(run, batch.to(plan.device, non_blocking=True), autocast)
+            style = run.style_for_step(run.step)  # None for a one-style network
+            values = _train_step(run, batch.to(plan.device, non_blocking=True), style, autocast)
             losses = _record(run, values)
             bar.update(1)
             _after_step(run, epoch, losses, bar)
@@ -621,15 +657,18 @@ def _epoch_batches(run: _Run):
         step += count - first
 
 
-def _train_step(run: _Run, x: torch.Tensor, autocast) -> dict[str, float]:
-    """``y = f(x)``, the perceptual loss of ``y`` (content target: the features of ``x`` itself),
-    backward and an Adam step; returns the four losses as floats. A non-finite loss raises
-    :class:`TrainingDivergedError` before the backward pass, so the weights stay good.
-    ``autocast`` (mixed precision, or a no-op) covers the forward pass and the loss only. With several
+def _train_step(run: _Run, x: torch.Tensor, style: int | None, autocast) -> dict[str, float]:
+    """``y = f(x; style)``, the perceptual loss of ``y`` (content target: the features of ``x`` itself;
+    style targets: ``run.style_grams[style]``, the only set for ``style=None``), backward and an Adam
+    step; returns the four losses as floats (plus ``style_index`` when ``style`` is an index). A
+    non-finite loss raises :class:`TrainingDivergedError` before the backward pass, so the weights stay
+    good. ``autocast`` (mixed precision, or a no-op) covers the forward pass and the loss only. With several
     processes the losses are the means over the ranks (the global batch's), so all ranks stop together."""
+    run.loss.style_grams = run.style_grams[0 if style is None else style]
     run.optimizer.zero_grad(set_to_none=True)
     with autocast:
-        y = (run.net if run.ddp is None else run.ddp)(x)
+        model = run.net if run.ddp is None else run.ddp
+        y = model(x) if style is None else model(x, style=style)
         with torch.no_grad():  # the content targets: the VGG features of the input itself
             features = run.loss.extractor(x)
         losses = run.loss(y, content_targets={name: features[name] for name in run.options.content_layers})
@@ -642,7 +681,7 @@ def _train_step(run: _Run, x: torch.Tensor, autocast) -> dict[str, float]:
     run.scaler.scale(losses["total"]).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    return values
+    return values if style is None else {**values, "style_index": style}
 
 
 def _record(run: _Run, values: Mapping[str, float]) -> dict[str, float]:
@@ -674,11 +713,17 @@ def _after_step(run: _Run, epoch: int, losses: dict[str, float], bar) -> None:
 
 
 def _make_samples(run: _Run) -> list[torch.Tensor]:
-    """Stylise the sample images; with ``checkpoint_dir`` also save them as ``samples/step_XXXXXX.png``."""
-    outputs = stylize_images(run.net, run.plan.samples_in, batch_size=run.options.batch_size)
+    """Stylise the sample images, in every style of a multi-style network (style 0's results first, then
+    style 1's...); with ``checkpoint_dir`` also save them as ``samples/step_XXXXXX.png`` (one grid per
+    style, stacked top to bottom)."""
+    inputs, outputs, grids = run.plan.samples_in, [], []
+    styles = [None] if run.net.num_styles is None else range(run.net.num_styles)
+    for style in styles:
+        stylised = stylize_images(run.net, inputs, batch_size=run.options.batch_size, style=style)
+        outputs.extend(stylised)
+        grids.append(_sample_grid(inputs, stylised))
     if run.options.checkpoint_dir is not None:
-        save_image(_sample_grid(run.plan.samples_in, outputs),
-                   run.options.checkpoint_dir / SAMPLES / f"step_{run.step:06d}.png")
+        save_image(torch.cat(grids, dim=-2), run.options.checkpoint_dir / SAMPLES / f"step_{run.step:06d}.png")
     return outputs
 
 

