@@ -49,7 +49,8 @@ __version__ = "0.1.0"
 # To export a name, add it to its module's entry (a new module: a new entry). tests/test_architecture.py
 # reads this table as imports of those modules (import cycles, the notebooks' public API).
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "adain_model": ("AdaINModel", "adain", "adain_decoder", "adain_encoder", "calc_mean_std", "coral", "stylize_adain"),
+    "adain_model": ("AdaINModel", "EncodedStyle", "adain", "adain_decoder", "adain_encoder", "calc_mean_std", "coral",
+                    "encode_style", "stylize_adain"),
     "adain_training": ("AdaINTrainResult", "train_adain_decoder"),
     "checkpoints": (
         "CheckpointError", "load_transform_net", "save_examples_format", "save_transform_net", "to_examples_state_dict"),

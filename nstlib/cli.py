@@ -43,9 +43,9 @@ Watching a run: ``stylize --save-every N`` also writes the image every N steps
 tv ...`` (6 significant digits of the values in the run's history; ``train`` adds ``lr``;
 ``train-adain --log-every N`` prints total, content, style and lr).
 
-Resuming: ``train`` and ``train-adain`` write checkpoints with ``--checkpoint-dir DIR``. ``train
---resume`` continues the run in DIR; ``train-adain --resume`` continues it when DIR holds one and
-starts it otherwise, so the same command, run again after an interruption, carries on.
+Resuming: ``train`` and ``train-adain`` write checkpoints with ``--checkpoint-dir DIR``. With
+``--resume`` they continue the run in DIR when it holds one and start it otherwise, so the same
+command, run again after an interruption, carries on.
 
 Starting is quick: building the parser imports no torch (nor numpy, PIL, matplotlib); each
 subcommand imports what it needs when it runs, and ``import nstlib`` itself is lazy.
@@ -395,7 +395,8 @@ def _add_train(commands, common) -> None:
     p.add_argument("--sample-every", type=positive_int, default=500, help="steps between samples (default 500)")
     p.add_argument("--log-every", type=positive_int, metavar="N",
                    help="print the step and its losses every N steps (total, content, style, tv, lr)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir, "
+                   "or start there when it holds none: the same command, run again, carries on")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
@@ -876,8 +877,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             amp={"auto": True, "off": False}.get(args.amp, args.amp),
             checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints, sample_every=args.sample_every, sample_images=args.samples,
-            resume=args.resume, seed=args.seed, num_workers=args.num_workers, progress=not args.quiet,
-            log_every=args.log_every or 10, callback=_train_monitor(args.log_every),
+            resume="auto" if args.resume else False, seed=args.seed, num_workers=args.num_workers,
+            progress=not args.quiet, log_every=args.log_every or 10, callback=_train_monitor(args.log_every),
         )
     result.save(out)  # rank 0 only under torchrun
     if getattr(result, "rank", 0) != 0:

@@ -20,7 +20,8 @@ Backends (``backend=``), the same network computed four ways on a CPU:
 ``"auto"`` (default) picks, on a CPU and for images of at least :data:`AUTO_MIN_PIXELS`, the
 first available of :data:`AUTO_ORDER` (:func:`cpu_backend`), and otherwise ``"torch"``: on a
 GPU, for small images (the one-off cost of preparing a fast path, about a second for an ONNX
-export, is not repaid), and when ``dtype``, ``channels_last`` or ``style`` ask for PyTorch options.
+export, is not repaid), and when ``dtype`` or ``channels_last`` ask for PyTorch options. With ``style=``
+(a multi-style network) ``"auto"`` skips ``"onnx"``, whose exported graph holds style 0 only.
 The fast paths are prepared once per network and reused; they are rebuilt when the weights change
 (the cache is keyed on the weights' version counters). If preparing one fails, ``"auto"`` warns and
 falls back to ``"torch"``.
@@ -50,6 +51,8 @@ __all__ = ["AUTO_MIN_PIXELS", "AUTO_ORDER", "BACKENDS", "cpu_backend", "native_b
 BACKENDS = ("auto", "torch", "bfloat16", "onnx", "float32")
 AUTO_ORDER = ("bfloat16", "onnx", "float32")
 """What ``backend="auto"`` tries on a CPU, fastest first (``benchmarks/run.py --only fast-cpu``); "float32" is always available."""
+STYLE_FREE = ("onnx",)
+"""Backends that cannot take ``style=`` (the exported graph holds style 0)."""
 AUTO_MIN_PIXELS = 256 * 256
 """``backend="auto"`` keeps float32 PyTorch for images of fewer pixels than this."""
 
@@ -151,16 +154,21 @@ def _choose(backend: str, device: torch.device, *, pixels: int, torch_options: b
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} must be one of {BACKENDS} (\"torch\": plain float32 PyTorch)")
     if backend == "auto":
-        if device.type != "cpu" or torch_options or style is not None or pixels < AUTO_MIN_PIXELS:
+        if device.type != "cpu" or torch_options or pixels < AUTO_MIN_PIXELS:
             return "torch"
+        if style is not None:  # the ONNX export runs style 0 only
+            return next(name for name in AUTO_ORDER if name not in STYLE_FREE and _available(name))
         return cpu_backend()
     if backend != "torch":
         if device.type != "cpu":
             raise ValueError(f"backend={backend!r} runs on the CPU, but the device is {device}: "
                              "pass device=\"cpu\" or use backend=\"torch\"")
-        if torch_options or style is not None:
-            raise ValueError(f"backend={backend!r} runs the network as it is: dtype, channels_last and style "
+        if torch_options:
+            raise ValueError(f"backend={backend!r} runs the network as it is: dtype and channels_last "
                              "are options of backend=\"torch\"")
+        if style is not None and backend in STYLE_FREE:
+            raise ValueError(f"backend={backend!r} runs style 0 of a multi-style network only: for style= use "
+                             "backend=\"bfloat16\", \"float32\" or \"torch\"")
     return backend
 
 
@@ -184,8 +192,9 @@ def _rewritten_runner(net: nn.Module, dtype: torch.dtype) -> Callable[[torch.Ten
     else:
         forward = copy.deepcopy(net).to(device="cpu", dtype=dtype).eval()
 
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        out = forward(batch.to(device="cpu", dtype=dtype))
+    def run(batch: torch.Tensor, style=None) -> torch.Tensor:
+        kwargs = {} if style is None else {"style": style}
+        out = forward(batch.to(device="cpu", dtype=dtype), **kwargs)
         return out.float().contiguous().clamp_(0, 1)
 
     return run
@@ -196,7 +205,7 @@ def _onnx_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
     session = onnx_session(export_onnx(net))
 
-    def run(batch: torch.Tensor) -> torch.Tensor:
+    def run(batch: torch.Tensor, style=None) -> torch.Tensor:  # style: None (checked by _choose)
         array = batch.to(device="cpu", dtype=torch.float32).contiguous().numpy()
         return torch.from_numpy(session.run(None, {INPUT_NAME: array})[0]).clamp_(0, 1)
 
@@ -237,7 +246,7 @@ def _runner(net: nn.Module, backend: str, device: torch.device, dtype, channels_
     if chosen != "torch":
         runner = _fast_runner(net, chosen, auto=backend == "auto")
         if runner is not None:
-            return runner
+            return lambda batch: runner(batch, style)
     return lambda batch: _run(net, batch, device, dtype, channels_last, style)
 
 

@@ -29,10 +29,12 @@ CPU kernels in float32 internally. ``benchmarks/README.md`` measures the gain.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from .transform_net import MULTIPLE, ConditionalInstanceNorm2d, TransformerNet, pad_to_multiple
+from .transform_net import MULTIPLE, ConditionalInstanceNorm2d, TransformerNet, pad_to_multiple, style_weights
 
 __all__ = ["CPUInference", "reflect_pad", "replicate_pad", "space_to_depth_weight", "subpixel_weight"]
 
@@ -116,15 +118,28 @@ def space_to_depth_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _norm_params(norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Scale, shift and eps of an instance norm (style 0 of a conditional one: the network "as it is")."""
+    """Scale, shift and eps of an instance norm; ``[num_styles, C]`` scales and shifts for a conditional one."""
     if isinstance(norm, ConditionalInstanceNorm2d):
-        return norm.gamma[0], norm.beta[0], norm.norm.eps
+        return norm.gamma, norm.beta, norm.norm.eps
     return norm.weight, norm.bias, norm.eps
+
+
+def _for_style(norm: tuple, style) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(gamma, beta, eps)`` of one style: ``style`` None (a one-style norm), an index, ``[N]`` weights
+    (``w @ gamma``) or ``[B, N]`` weights (one ``[B, C]`` row per image), as :class:`ConditionalInstanceNorm2d`."""
+    gamma, beta, eps = norm
+    if style is None:
+        return norm
+    if isinstance(style, int):
+        return gamma[style], beta[style], eps
+    return style @ gamma, style @ beta, eps
 
 
 def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True) -> torch.Tensor:
     gamma, beta, eps = norm
-    if x.shape[0] == 1:  # one image: batch statistics are the image's own and the layout is kept
+    if gamma.dim() == 2:  # one scale and shift per image
+        y = F.instance_norm(x, eps=eps) * gamma[:, :, None, None] + beta[:, :, None, None]
+    elif x.shape[0] == 1:  # one image: batch statistics are the image's own and the layout is kept
         y = F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
     else:
         y = F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
@@ -136,8 +151,9 @@ class CPUInference:
 
     ``CPUInference(net, dtype=torch.bfloat16)`` copies ``net``'s weights (converted to ``dtype``) once;
     later changes to ``net`` are not seen (make a new one). Calling it with ``[B, 3, H, W]`` in
-    [0, 1] (any float dtype) returns ``net(x)`` in ``dtype``, channels-last, unclamped. A multi-style
-    network runs its style 0, as ``net(x)`` does.
+    [0, 1] (any float dtype) returns ``net(x)`` in ``dtype``, channels-last, unclamped.
+    ``forward(x, style)`` is ``net(x, style=style)`` for a multi-style network (an index, blend
+    weights or one blend per image; None: style 0).
     """
 
     def __init__(self, net: TransformerNet, dtype: torch.dtype = torch.bfloat16):
@@ -145,6 +161,7 @@ class CPUInference:
             raise TypeError(f"net must be a TransformerNet, got {type(net).__name__}")
         self.dtype, self.config = dtype, net.config
         self.pixel_scale, self.output, self.upsample = net.pixel_scale, net.output, net.upsample
+        self.num_styles = net.num_styles
         with torch.no_grad():
             self.down = [(self._conv(layer.conv.weight), self._vector(layer.conv.bias), layer.conv.stride,
                           layer.pad.padding[0], self._norm(layer.norm)) for layer in net.down]
@@ -172,22 +189,27 @@ class CPUInference:
                     self._norm(layer.norm))
         return self._conv(conv.weight), self._vector(conv.bias), self._norm(layer.norm)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, style=None) -> torch.Tensor:
         height, width = x.shape[-2:]
+        if self.num_styles is None and style is not None:
+            raise ValueError("style= needs a multi-style network, TransformerNet(num_styles=N); this one has one style")
+        if self.num_styles is not None:
+            style = style_weights(style, self.num_styles, x.shape[0], self.final[0])
+        norm = functools.partial(_for_style, style=style)
         scale = self.pixel_scale
         y = pad_to_multiple(x * scale if scale != 1.0 else x, MULTIPLE)
         y = y.to("cpu", self.dtype).contiguous(memory_format=CHANNELS_LAST)
-        for weight, bias, stride, pad, norm in self.down:
-            y = _normalise(F.conv2d(reflect_pad(y, pad), weight, bias, stride), norm)
-        for (weight1, bias1, norm1), (weight2, bias2, norm2) in self.res:
-            z = _normalise(F.conv2d(reflect_pad(y, 1), weight1, bias1), norm1)
-            y = y + _normalise(F.conv2d(reflect_pad(z, 1), weight2, bias2), norm2, relu=False)
-        for weight, bias, norm in self.up:
+        for weight, bias, stride, pad, params in self.down:
+            y = _normalise(F.conv2d(reflect_pad(y, pad), weight, bias, stride), norm(params))
+        for (weight1, bias1, params1), (weight2, bias2, params2) in self.res:
+            z = _normalise(F.conv2d(reflect_pad(y, 1), weight1, bias1), norm(params1))
+            y = y + _normalise(F.conv2d(reflect_pad(z, 1), weight2, bias2), norm(params2), relu=False)
+        for weight, bias, params in self.up:
             if self.upsample == "nearest":
                 y = F.pixel_shuffle(F.conv2d(replicate_pad(y), weight, bias), 2)
             else:
                 y = F.conv_transpose2d(y, weight, bias, stride=2, padding=1, output_padding=1)
-            y = _normalise(y, norm)
+            y = _normalise(y, norm(params))
         weight, bias, pad = self.final
         blocks = F.pixel_unshuffle(reflect_pad(y, pad), 2)  # height and width are even: multiples of 4 plus 2 pad
         y = F.pixel_shuffle(F.conv2d(blocks, weight, bias), 2)[..., :height, :width]

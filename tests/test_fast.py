@@ -213,6 +213,25 @@ def test_float32_backend_equals_float32_up_to_rounding():
         assert psnr(got, want) > 60
 
 
+def test_cpu_backends_take_the_style_of_a_multi_style_net(monkeypatch):
+    net = calibrated_net(16, base=8, num_styles=3)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(*LARGE, generator=g)
+    pair = torch.rand(2, 3, 40, 36, generator=g)
+    for style in (2, [0.25, 0.0, 0.75]):
+        want = stylize_image(net, x, backend="torch", style=style)
+        assert psnr(stylize_image(net, x, backend="float32", style=style), want) > 60
+        assert 35 < psnr(stylize_image(net, x, backend="bfloat16", style=style), want) < 80
+    per_image = torch.tensor([[1.0, 0, 0], [0, 0.5, 0.5]])  # one blend per image
+    got = stylize_images(net, pair, backend="float32", style=per_image)
+    assert psnr(got, stylize_images(net, pair, backend="torch", style=per_image)) > 60
+    assert psnr(got[1:], stylize_image(net, pair[1:], backend="torch", style=[0, 0.5, 0.5])) > 60
+    monkeypatch.setattr(fast, "native_bfloat16", lambda *args: False)  # auto would take ONNX Runtime...
+    assert fast.cpu_backend() == "onnx"
+    auto = stylize_image(net, x, style=1)  # ... but the exported graph has style 0 only: the rewrite runs
+    assert torch.equal(auto, stylize_image(net, x, backend="float32", style=1))
+
+
 def test_bfloat16_backend_keeps_the_picture_of_a_trained_like_net():
     net = calibrated_net(9, base=8)
     x = torch.rand(*LARGE, generator=torch.Generator().manual_seed(3))
@@ -301,8 +320,10 @@ def test_backend_argument_is_checked():
         stylize_image(net, x, backend="fast")
     with pytest.raises(ValueError, match="options of backend=\"torch\""):
         stylize_image(net, x, backend="onnx", dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="options of backend=\"torch\""):
-        stylize_images(net, [x], backend="bfloat16", style=0)
+    with pytest.raises(ValueError, match="runs style 0 of a multi-style network only"):
+        stylize_images(net, [x], backend="onnx", style=0)
+    with pytest.raises(ValueError, match="needs a multi-style network"):  # as net(x, style=0) says
+        stylize_images(net, [x], backend="float32", style=0)
     with pytest.raises(ValueError, match="runs on the CPU"):
         fast._choose("onnx", torch.device("cuda"), pixels=10**6, torch_options=False, style=None)
     assert fast._choose("auto", torch.device("cuda"), pixels=10**6, torch_options=False, style=None) == "torch"

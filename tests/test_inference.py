@@ -105,3 +105,17 @@ def test_cpu_inference_copies_the_weights_once_and_rejects_other_networks():
     with pytest.raises(TypeError, match="must be a TransformerNet"):
         CPUInference(torch.nn.Conv2d(3, 3, 1))
     assert isinstance(net, TransformerNet)
+
+
+@pytest.mark.parametrize("style", [None, 2, [0.5, 0.25, 0.25], torch.tensor([[0.0, 1, 0], [0.3, 0.3, 0.4]])])
+def test_cpu_inference_takes_a_style_like_the_network(style):
+    net = make_net(4, num_styles=3).double()
+    x = rand(2, 3, 36, 44)
+    if isinstance(style, torch.Tensor):
+        style = style.double()
+    with torch.no_grad():
+        want = net(x, style=style)
+        got = CPUInference(net, torch.float64)(x, style)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9 * float(want.abs().max()))
+    with pytest.raises(ValueError, match="needs a multi-style network"):
+        CPUInference(make_net(5, base=4))(x, 0)
