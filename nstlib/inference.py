@@ -18,6 +18,11 @@
   keep a CPU's vector units busy. On ``pixel_unshuffle(x, 2)`` (each 2x2 block of pixels becomes 4
   channels) it is a 5x5 convolution from ``4 C`` to 12 channels, one output per pixel of each
   block (:func:`space_to_depth_weight`): a larger, faster convolution that computes the same sums.
+  The sub-pixel layer before it already produces its output as such blocks, so that output is
+  normalised (group norm: the four phase channels of a channel are one group), relu'd and
+  reflection-padded in block form (:func:`reflect_pad_blocks`); the full-size image is never made.
+* **No copies between residual blocks**: each block's sum is written straight into the padded
+  buffer the next block's convolution reads, and each ReLU into the buffer of the next convolution.
 * **Instance norm of one image as batch norm**: for a batch of one, ``F.batch_norm`` in training
   mode normalises each channel over its ``H x W`` pixels, as instance norm does, and keeps the
   channels-last layout.
@@ -36,7 +41,8 @@ import torch.nn.functional as F
 
 from .transform_net import MULTIPLE, ConditionalInstanceNorm2d, TransformerNet, pad_to_multiple, style_weights
 
-__all__ = ["CPUInference", "reflect_pad", "replicate_pad", "space_to_depth_weight", "subpixel_weight"]
+__all__ = ["CPUInference", "reflect_pad", "reflect_pad_blocks", "replicate_pad", "space_to_depth_weight",
+           "subpixel_weight"]
 
 CHANNELS_LAST = torch.channels_last
 
@@ -47,20 +53,57 @@ def _buffer(x: torch.Tensor, pad: int) -> torch.Tensor:
                        memory_format=CHANNELS_LAST)
 
 
+def _reflect_border(out: torch.Tensor, pad: int) -> torch.Tensor:
+    """Fill the ``pad``-wide border of ``out`` by reflecting its interior (edge excluded); returns ``out``."""
+    h, w = out.shape[-2] - 2 * pad, out.shape[-1] - 2 * pad
+    for i in range(pad):  # padded column pad - 1 - i mirrors column pad + 1 + i
+        out[:, :, pad:pad + h, pad - 1 - i] = out[:, :, pad:pad + h, pad + 1 + i]
+        out[:, :, pad:pad + h, pad + w + i] = out[:, :, pad:pad + h, pad + w - 2 - i]
+    for i in range(pad):
+        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
+        out[:, :, pad + h + i] = out[:, :, pad + h - 2 - i]
+    return out
+
+
+def _interior(out: torch.Tensor, pad: int) -> torch.Tensor:
+    return out[:, :, pad:out.shape[-2] - pad, pad:out.shape[-1] - pad]
+
+
 def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     """``F.pad(x, (pad,) * 4, mode="reflect")`` written into a channels-last tensor.
 
     Reflection excludes the edge: padded column ``-1 - i`` is column ``1 + i``. Needs ``pad < H, W``.
     """
     out = _buffer(x, pad)
-    h, w = x.shape[-2:]
-    out[:, :, pad:pad + h, pad:pad + w] = x
-    for i in range(pad):
-        out[:, :, pad:pad + h, pad - 1 - i] = x[:, :, :, 1 + i]
-        out[:, :, pad:pad + h, pad + w + i] = x[:, :, :, w - 2 - i]
-    for i in range(pad):
-        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
-        out[:, :, pad + h + i] = out[:, :, pad + h - 2 - i]
+    _interior(out, pad).copy_(x)
+    return _reflect_border(out, pad)
+
+
+def reflect_pad_blocks(blocks: torch.Tensor, pad: int) -> torch.Tensor:
+    """``pixel_unshuffle(reflect_pad(pixel_shuffle(blocks, 2), pad), 2)`` without the full-size image.
+
+    ``blocks`` is ``[B, 4 C, h, w]``, channel ``4 c + 2 a + b`` holding pixel ``(2 i + a, 2 j + b)`` of
+    channel ``c``; ``pad`` (even) full-size pixels are ``pad / 2`` blocks. Reflecting full-size row
+    ``-2 k`` gives row ``2 k`` (block ``k``, phase 0) and row ``1 - 2 k`` gives ``2 k - 1`` (block
+    ``k - 1``, phase 1); at the far side block ``h - 1 + k`` takes phase 0 of block ``h - k`` and
+    phase 1 of block ``h - k - 1``. The same holds for columns.
+    """
+    n, c4, h, w = blocks.shape
+    q = pad // 2
+    out = torch.empty((n, c4, h + 2 * q, w + 2 * q), dtype=blocks.dtype, device=blocks.device,
+                      memory_format=CHANNELS_LAST)
+    _interior(out, q).copy_(blocks)
+    o = out.view(n, c4 // 4, 2, 2, h + 2 * q, w + 2 * q)  # [.., row phase, column phase, rows, columns]
+    for k in range(1, q + 1):
+        o[:, :, 0, :, q - k, q:q + w] = o[:, :, 0, :, q + k, q:q + w]
+        o[:, :, 1, :, q - k, q:q + w] = o[:, :, 1, :, q + k - 1, q:q + w]
+        o[:, :, 0, :, q + h - 1 + k, q:q + w] = o[:, :, 0, :, q + h - k, q:q + w]
+        o[:, :, 1, :, q + h - 1 + k, q:q + w] = o[:, :, 1, :, q + h - k - 1, q:q + w]
+    for k in range(1, q + 1):
+        o[:, :, :, 0, :, q - k] = o[:, :, :, 0, :, q + k]
+        o[:, :, :, 1, :, q - k] = o[:, :, :, 1, :, q + k - 1]
+        o[:, :, :, 0, :, q + w - 1 + k] = o[:, :, :, 0, :, q + w - k]
+        o[:, :, :, 1, :, q + w - 1 + k] = o[:, :, :, 1, :, q + w - k - 1]
     return out
 
 
@@ -135,7 +178,8 @@ def _for_style(norm: tuple, style) -> tuple[torch.Tensor, torch.Tensor, float]:
     return style @ gamma, style @ beta, eps
 
 
-def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True) -> torch.Tensor:
+def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``ReLU(IN(x))`` (or ``IN(x)``), written into ``out`` when given (e.g. the interior of a padded buffer)."""
     gamma, beta, eps = norm
     if gamma.dim() == 2:  # one scale and shift per image
         y = F.instance_norm(x, eps=eps) * gamma[:, :, None, None] + beta[:, :, None, None]
@@ -143,7 +187,21 @@ def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True) -> torch.Tensor:
         y = F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
     else:
         y = F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
-    return y.relu_() if relu else y
+    if out is None:
+        return y.relu_() if relu else y
+    return torch.clamp(y, min=0, out=out) if relu else out.copy_(y)
+
+
+def _normalise_blocks(blocks: torch.Tensor, norm: tuple) -> torch.Tensor:
+    """``ReLU(IN(.))`` of ``pixel_shuffle(blocks, 2)``, kept in block form: the four phase channels of a
+    channel are one group, so instance norm is group norm with ``C`` groups and repeated scales."""
+    gamma, beta, eps = norm
+    gamma4, beta4 = gamma.repeat_interleave(4, dim=-1), beta.repeat_interleave(4, dim=-1)
+    if gamma.dim() == 2:
+        y = F.group_norm(blocks, gamma.shape[-1], eps=eps) * gamma4[:, :, None, None] + beta4[:, :, None, None]
+    else:
+        y = F.group_norm(blocks, gamma.shape[-1], gamma4, beta4, eps=eps)
+    return y.relu_()
 
 
 class CPUInference:
@@ -189,6 +247,34 @@ class CPUInference:
                     self._norm(layer.norm))
         return self._conv(conv.weight), self._vector(conv.bias), self._norm(layer.norm)
 
+    def _residual_blocks(self, y: torch.Tensor, norm) -> torch.Tensor:
+        """``y + IN(conv(ReLU(IN(conv(y)))))`` five times; each sum is written into the next padded buffer."""
+        padded = reflect_pad(y, 1)
+        for i, ((weight1, bias1, params1), (weight2, bias2, params2)) in enumerate(self.res):
+            z = _buffer(y, 1)
+            _normalise(F.conv2d(padded, weight1, bias1), norm(params1), out=_interior(z, 1))
+            residual = _normalise(F.conv2d(_reflect_border(z, 1), weight2, bias2), norm(params2), relu=False)
+            if i == len(self.res) - 1:
+                return _interior(padded, 1) + residual
+            following = _buffer(y, 1)
+            torch.add(_interior(padded, 1), residual, out=_interior(following, 1))
+            padded = _reflect_border(following, 1)
+        return y
+
+    def _up_blocks(self, y: torch.Tensor, norm, pad: int) -> torch.Tensor:
+        """The up-sampling layers, ending in ``pixel_unshuffle(reflect_pad(., pad), 2)``: the blocks the
+        space-to-depth last layer reads. With sub-pixel up-sampling the last layer's output stays in block
+        form (normalised as groups, padded as blocks) and the full-size image is never made."""
+        for i, (weight, bias, params) in enumerate(self.up):
+            if self.upsample == "transpose":
+                y = _normalise(F.conv_transpose2d(y, weight, bias, stride=2, padding=1, output_padding=1), norm(params))
+                continue
+            blocks = F.conv2d(replicate_pad(y), weight, bias)
+            if i == len(self.up) - 1 and pad % 2 == 0:
+                return reflect_pad_blocks(_normalise_blocks(blocks, norm(params)), pad)
+            y = _normalise(F.pixel_shuffle(blocks, 2), norm(params))
+        return F.pixel_unshuffle(reflect_pad(y, pad), 2)  # even height and width: multiples of 4 plus 2 pad
+
     def __call__(self, x: torch.Tensor, style=None) -> torch.Tensor:
         height, width = x.shape[-2:]
         if self.num_styles is None and style is not None:
@@ -201,18 +287,9 @@ class CPUInference:
         y = y.to("cpu", self.dtype).contiguous(memory_format=CHANNELS_LAST)
         for weight, bias, stride, pad, params in self.down:
             y = _normalise(F.conv2d(reflect_pad(y, pad), weight, bias, stride), norm(params))
-        for (weight1, bias1, params1), (weight2, bias2, params2) in self.res:
-            z = _normalise(F.conv2d(reflect_pad(y, 1), weight1, bias1), norm(params1))
-            y = y + _normalise(F.conv2d(reflect_pad(z, 1), weight2, bias2), norm(params2), relu=False)
-        for weight, bias, params in self.up:
-            if self.upsample == "nearest":
-                y = F.pixel_shuffle(F.conv2d(replicate_pad(y), weight, bias), 2)
-            else:
-                y = F.conv_transpose2d(y, weight, bias, stride=2, padding=1, output_padding=1)
-            y = _normalise(y, norm(params))
+        y = self._residual_blocks(y, norm)
         weight, bias, pad = self.final
-        blocks = F.pixel_unshuffle(reflect_pad(y, pad), 2)  # height and width are even: multiples of 4 plus 2 pad
-        y = F.pixel_shuffle(F.conv2d(blocks, weight, bias), 2)[..., :height, :width]
+        y = F.pixel_shuffle(F.conv2d(self._up_blocks(y, norm, pad), weight, bias), 2)[..., :height, :width]
         if scale != 1.0:
             y = y / scale
         if self.output == "tanh":

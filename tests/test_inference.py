@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from nets import make_net
-from nstlib.inference import CPUInference, reflect_pad, replicate_pad, space_to_depth_weight, subpixel_weight
+from nstlib.inference import (CPUInference, reflect_pad, reflect_pad_blocks, replicate_pad, space_to_depth_weight,
+                              subpixel_weight)
 from nstlib.transform_net import TransformerNet
 
 g = torch.Generator().manual_seed(0)
@@ -32,6 +33,14 @@ def test_pads_equal_pytorchs_and_are_channels_last(pad, shape):
     got = replicate_pad(x.contiguous(memory_format=torch.channels_last))
     assert torch.equal(got, F.pad(x, (1,) * 4, mode="replicate"))
     assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("pad", [2, 4])
+def test_reflect_pad_blocks_equals_padding_the_full_size_image(pad):
+    blocks = rand(2, 12, 5, 7)  # 3 channels of a 10x14 image, each 2x2 block of pixels as 4 channels
+    want = F.pixel_unshuffle(F.pad(F.pixel_shuffle(blocks, 2), (pad,) * 4, mode="reflect"), 2)
+    got = reflect_pad_blocks(blocks, pad)
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_subpixel_weight_equals_upsample_pad_conv():
