@@ -183,32 +183,18 @@ def calibrated_net(seed: int, **kwargs) -> TransformerNet:
     return net
 
 
-def test_onnx_backend_equals_float32_up_to_rounding():
+@pytest.mark.parametrize("backend", ["onnx", "float32"])
+def test_float32_backends_equal_pytorch_up_to_rounding(backend):
     net = make_net(8, base=8).train()
     g = torch.Generator().manual_seed(2)
     x = torch.rand(1, 3, 50, 37, generator=g)
     want = stylize_image(net, x, backend="torch")
-    got = stylize_image(net, x, backend="onnx")
-    assert got.shape == want.shape and got.dtype == torch.float32 and net.training
-    assert psnr(got, want) > 60 and float((got - want).abs().max()) < 1e-3
-    images = [torch.rand(3, 40, 44, generator=g), torch.rand(3, 24, 64, generator=g),
-              torch.rand(3, 40, 44, generator=g)]
-    for got, want in zip(stylize_images(net, images, batch_size=2, backend="onnx"),
-                         stylize_images(net, images, batch_size=2, backend="torch")):
-        assert psnr(got, want) > 60
-
-
-def test_float32_backend_equals_float32_up_to_rounding():
-    net = make_net(15, base=8).train()
-    g = torch.Generator().manual_seed(4)
-    x = torch.rand(1, 3, 50, 37, generator=g)
-    want = stylize_image(net, x, backend="torch")
-    got = stylize_image(net, x, backend="float32")
+    got = stylize_image(net, x, backend=backend)
     assert got.shape == want.shape and got.dtype == torch.float32 and net.training
     assert got.is_contiguous() and psnr(got, want) > 60 and float((got - want).abs().max()) < 1e-3
     images = [torch.rand(3, 40, 44, generator=g), torch.rand(3, 24, 64, generator=g),
-              torch.rand(3, 40, 44, generator=g)]  # a batch of two takes instance_norm, one image batch_norm
-    for got, want in zip(stylize_images(net, images, batch_size=2, backend="float32"),
+              torch.rand(3, 40, 44, generator=g)]  # "float32": a batch of two takes instance_norm, one image batch_norm
+    for got, want in zip(stylize_images(net, images, batch_size=2, backend=backend),
                          stylize_images(net, images, batch_size=2, backend="torch")):
         assert psnr(got, want) > 60
 
