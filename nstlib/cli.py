@@ -4,12 +4,14 @@
 
     nstlib stylize CONTENT STYLE [STYLE ...] [-o OUT.jpg] [options] Gatys et al.: optimise the pixels
     nstlib stylize CONTENT --model MODEL [-o OUT.jpg]                Johnson et al.: one forward pass
+    nstlib stylize CONTENT STYLE --adain [DECODER] [--alpha A]       Huang & Belongie: any style, one pass
     nstlib train STYLE --data DIR --steps N [-o MODEL.pth] [options] train a fast style network
     nstlib train-adain STYLES --data DIR --steps N [-o DECODER.pth]  train an AdaIN decoder (any style)
     nstlib download NAME [NAME ...]                                  samples, models, weights, datasets
     nstlib batch GRID.yaml [--workers N]                             papermill batches (nstlib.course.batch)
     nstlib book build|refresh                                        the course book (nstlib.course.book)
-    nstlib stylize IN.mp4 --model MODEL -o OUT.mp4 [--blend B]       a video, frame by frame (nstlib.video)
+    nstlib stylize IN.mp4 --model MODEL -o OUT.mp4 [--blend B]       a video, frame by frame (nstlib.video;
+                                                                     or IN.mp4 STYLE --adain)
     nstlib export MODEL --format examples|onnx -o OUT                a model for other tools
     nstlib info                                                      versions, device, settings
 
@@ -35,7 +37,15 @@ is created and removed there), and the extension must be one that is written (an
 for ``stylize``, ``.pth`` or ``.pt`` for ``train`` and ``train-adain``). Every file is written
 atomically. Without ``-o``, or with ``-o FOLDER`` (an existing folder, ``.``, or a path ending in
 ``/``), the output gets a default name (:func:`default_output_name`: ``CONTENT_STYLE.jpg``,
-``CONTENT_MODEL.jpg``, ``STYLE.pth``, ``STYLES_decoder.pth``) in the current folder or in FOLDER.
+``CONTENT_MODEL.jpg``, ``STYLE.pth``, ``STYLES_decoder.pth``; ``.mp4`` instead of ``.jpg`` for a video) in
+the current folder or in FOLDER.
+
+AdaIN: ``stylize CONTENT STYLE --adain [DECODER]`` runs :func:`~nstlib.stylize_adain` with
+:func:`~nstlib.load_adain` (DECODER: a ``train-adain`` file or pytorch-AdaIN's ``decoder.pth``;
+without it the released decoder). The style goes through the encoder once
+(:func:`~nstlib.encode_style`), then every content image or video frame only through the encoder,
+AdaIN and the decoder. Quick mode uses the announced random stand-ins; otherwise weights that
+cannot be obtained are an error (exit 1), never random weights.
 
 Watching a run: ``stylize --save-every N`` also writes the image every N steps
 (:func:`step_path`: ``out_0050.jpg`` beside ``out.jpg``, checked like ``-o``), ``stylize
@@ -113,6 +123,9 @@ importing :mod:`nstlib.adain_model` imports torch (a test checks that they agree
 ADAIN_DECODER_SUFFIX = "_decoder.pth"
 """``train-adain``'s default output name is ``STYLES`` (the folder's name) followed by this."""
 
+ADAIN_PRETRAINED = "pretrained"
+"""``stylize --adain`` without a value (or with this word): pytorch-AdaIN's released ``decoder.pth``."""
+
 
 class UsageError(ValueError):
     """Bad command-line input found by the command itself (exit code 2)."""
@@ -163,6 +176,17 @@ def unit_fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be >= 0 and < 1")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """``text`` as a number in [0, 1] (argparse type for --alpha)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be from 0 (the content) to 1 (full style)")
     return value
 
 
@@ -286,19 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_stylize(commands, common) -> None:
     p = commands.add_parser(
-        "stylize", parents=[common], help="stylise an image (Gatys optimisation, or a fast model with --model)",
+        "stylize", parents=[common],
+        help="stylise an image (Gatys optimisation, a fast model with --model, or AdaIN with --adain)",
         description="Stylise CONTENT. With STYLE image(s): Gatys et al.'s optimisation of the pixels. "
                     "With --model: one forward pass of a trained fast style network (Johnson et al.). "
-                    "Images are paths, http(s) URLs or sample names.",
+                    "With STYLE image(s) and --adain: one forward pass of AdaIN (Huang & Belongie), which "
+                    "takes any style. Images are paths, http(s) URLs or sample names.",
         epilog="Example: nstlib stylize tubingen starry_night -o out.jpg --size 512 --steps 300; "
-               "nstlib stylize photo.jpg --model candy -o candy.jpg")
+               "nstlib stylize photo.jpg --model candy -o candy.jpg; "
+               "nstlib stylize photo.jpg starry_night --adain --alpha 0.8 -o adain.jpg")
     p.add_argument("content", metavar="CONTENT", help="content image: path, URL or sample name")
     p.add_argument("styles", metavar="STYLE", nargs="*", help="style image(s); several are blended "
                    "(see --style-blend). Not with --model")
     p.add_argument("-o", "--output", metavar="OUT", help="output image (.jpg .png .webp .bmp .tif), or a folder "
-                   "(existing, or ending in /) for the default name in it: CONTENT_STYLE.jpg (CONTENT_MODEL.jpg "
-                   "with --model; file stems, sample names). Default: that name in the current folder. An "
-                   "existing file needs --force")
+                   "(existing, or ending in /) for the default name in it: CONTENT_STYLE.jpg (also with --adain; "
+                   "CONTENT_MODEL.jpg with --model; file stems, sample names). Default: that name in the current "
+                   "folder. An existing file needs --force")
     p.add_argument("--force", action="store_true", help="overwrite OUT (and --save-every's images) if they exist")
     p.add_argument("--model", metavar="MODEL", help="fast path: a checkpoint file (.pth from 'nstlib train' or "
                    "pytorch/examples) or a pretrained style: candy, mosaic, rain_princess, udnie")
@@ -310,11 +337,28 @@ def _add_stylize(commands, common) -> None:
                         "else ONNX Runtime if installed, else float32), torch (plain PyTorch float32), bfloat16, "
                         "onnx or float32 (the network rewritten for the CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    v = p.add_argument_group("Video (CONTENT a video file such as in.mp4, with --model; pip install \"nstlib[video]\")")
+    a = p.add_argument_group("AdaIN (Huang & Belongie 2017: any STYLE in one forward pass; not with --model)")
+    a.add_argument("--adain", nargs="?", const=ADAIN_PRETRAINED, metavar="DECODER",
+                   help="stylise with AdaIN: DECODER is a .pth written by 'nstlib train-adain' or pytorch-AdaIN's "
+                        "decoder.pth; without it (or with 'pretrained'), pytorch-AdaIN's released decoder, "
+                        "downloaded on first use. The encoder is pytorch-AdaIN's vgg_normalised.pth. Write --adain "
+                        "after CONTENT and STYLE (or as --adain=DECODER)")
+    a.add_argument("--alpha", type=unit_interval, metavar="A",
+                   help="with --adain: the content-style trade-off, 0 (the content, decoded) to 1 (full style, "
+                        "the default)")
+    s = p.add_argument_group("Style images (Gatys optimisation and --adain)")
+    s.add_argument("--preserve-color", action="store_true", help="keep the content's colours (Gatys: luminance-only "
+                   "transfer; --adain: each STYLE first recoloured to the content's colour statistics, CORAL)")
+    s.add_argument("--style-size", type=pixel_size, help="long side of the style image(s) (default: the output's; "
+                   f"{DEFAULT_SIZE} for a video with --adain; at most {MAX_SIZE})")
+    s.add_argument("--style-blend", type=float_list, metavar="LIST",
+                   help="weights of several STYLE images, e.g. 0.7,0.3 (default equal)")
+    v = p.add_argument_group("Video (CONTENT a video file such as in.mp4, with --model or --adain; "
+                             "pip install \"nstlib[video]\")")
     v.add_argument("--blend", type=unit_fraction, default=0.0,
                    help="temporal blending with the previous stylised frame, 0 (default) to <1: less flicker, more trail")
     v.add_argument("--no-audio", action="store_true", help="drop the sound (default: copied)")
-    g = p.add_argument_group("Gatys optimisation (not with --model)")
+    g = p.add_argument_group("Gatys optimisation (not with --model or --adain)")
     g.add_argument("--steps", type=steps_value, help=f"loss evaluations (default {DEFAULT_STEPS}); with --scales "
                    "one value for every stage or a list such as 200,100")
     g.add_argument("--content-weight", type=weight, help="content loss weight (default 1)")
@@ -331,13 +375,8 @@ def _add_stylize(commands, common) -> None:
     g.add_argument("--optimizer", choices=("lbfgs", "adam"), help="optimiser (default lbfgs)")
     g.add_argument("--lr", type=positive_float, help="learning rate (default 1 for lbfgs, 0.02 for adam)")
     g.add_argument("--init", metavar="INIT", help="start image: content (default), noise, or an image")
-    g.add_argument("--preserve-color", action="store_true", help="keep the content's colours (luminance-only transfer)")
     g.add_argument("--scales", type=size_list, metavar="LIST", help="coarse-to-fine long sides, e.g. 256,512 "
                    f"(each at most {MAX_SIZE})")
-    g.add_argument("--style-size", type=pixel_size, help="long side of the style image(s) (default: the output's; "
-                   f"at most {MAX_SIZE})")
-    g.add_argument("--style-blend", type=float_list, metavar="LIST",
-                   help="weights of several STYLE images, e.g. 0.7,0.3 (default equal)")
     g.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
     g.add_argument("--weights", choices=("imagenet", "random"), help="VGG19 weights (default imagenet)")
     g.add_argument("--pooling", choices=("max", "avg"), help="VGG19 pooling (default max)")
@@ -387,21 +426,27 @@ def _add_train(commands, common) -> None:
     p.add_argument("--amp", choices=("auto", "off", "float16", "bfloat16"), default="auto",
                    help="mixed precision: auto (float16 or bfloat16 on CUDA, float32 on the CPU), off, float16 "
                         "(CUDA), bfloat16 (CUDA, or a CPU that computes bfloat16 natively)")
+    _add_run_controls(p, "total, content, style, tv, lr", samples=True)
+    p.set_defaults(run=cmd_train)
+
+
+def _add_run_controls(p, logged: str, samples: bool = False) -> None:
+    """The options ``train`` and ``train-adain`` share: checkpoints, resuming, logging, seed, device."""
     p.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here")
     p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
     p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept (default 3)")
-    p.add_argument("--sample", action="append", metavar="IMAGE", dest="samples",
-                   help="an image to stylise into DIR/samples/ as training goes (repeatable)")
-    p.add_argument("--sample-every", type=positive_int, default=500, help="steps between samples (default 500)")
+    if samples:
+        p.add_argument("--sample", action="append", metavar="IMAGE", dest="samples",
+                       help="an image to stylise into DIR/samples/ as training goes (repeatable)")
+        p.add_argument("--sample-every", type=positive_int, default=500, help="steps between samples (default 500)")
     p.add_argument("--log-every", type=positive_int, metavar="N",
-                   help="print the step and its losses every N steps (total, content, style, tv, lr)")
+                   help=f"print the step and its losses every N steps ({logged})")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir, "
                    "or start there when it holds none: the same command, run again, carries on")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_train)
 
 
 def _add_train_adain(commands, common) -> None:
@@ -409,10 +454,11 @@ def _add_train_adain(commands, common) -> None:
         "train-adain", parents=[common], help="train an AdaIN decoder (Huang & Belongie): any style in one pass",
         description="Train the decoder of AdaIN (Huang & Belongie 2017: any painting in one forward pass) on the "
                     "photos of --data and the paintings of STYLES, with pytorch-AdaIN's frozen VGG19 encoder, "
-                    "then write the decoder to -o in pytorch-AdaIN's layout: nstlib.load_adain(DECODER.pth) and "
-                    "pytorch-AdaIN's test.py --decoder read it (nstlib stylize does not run AdaIN).",
+                    "then write the decoder to -o in pytorch-AdaIN's layout: nstlib stylize --adain DECODER.pth, "
+                    "nstlib.load_adain(DECODER.pth) and pytorch-AdaIN's test.py --decoder read it.",
         epilog="Example: nstlib train-adain wikiart/ --data coco-train2014 --steps 160000 --checkpoint-dir ckpt "
-               "--resume -o decoder.pth (run the same command again after an interruption); then in Python: "
+               "--resume -o decoder.pth (run the same command again after an interruption); then: nstlib stylize "
+               "photo.jpg painting.jpg --adain decoder.pth, or in Python: "
                "nstlib.stylize_adain(nstlib.load_adain('decoder.pth'), 'photo.jpg', 'painting.jpg')")
     p.add_argument("styles", metavar="STYLES", help="a folder of style images (paintings; sub-folders searched "
                    "too), a dataset name as for --data, or synthetic (painterly stand-ins)")
@@ -435,17 +481,7 @@ def _add_train_adain(commands, common) -> None:
     p.add_argument("--encoder", default="pretrained", metavar="ENCODER", help="pretrained (pytorch-AdaIN's "
                    "vgg_normalised.pth, downloaded on first use; the default), random (seeded random weights: runs "
                    "offline, learns nothing useful) or a vgg_normalised.pth file")
-    p.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here")
-    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept (default 3)")
-    p.add_argument("--log-every", type=positive_int, metavar="N",
-                   help="print the step and its losses every N steps (total, content, style, lr)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir, "
-                   "or start there when it holds none: the same command, run again, carries on")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
-    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_controls(p, "total, content, style, lr")
     p.set_defaults(run=cmd_train_adain)
 
 
@@ -536,8 +572,9 @@ def _name_part(source: str) -> str:
 
 
 def default_output_name(args: argparse.Namespace) -> str:
-    """The file name ``-o`` defaults to: ``CONTENT_STYLE.jpg`` (styles joined by ``+``; with ``--model``,
-    ``CONTENT_MODEL.jpg``) for ``stylize``, ``STYLE.pth`` for ``train``, ``STYLES_decoder.pth`` for ``train-adain``."""
+    """The file name ``-o`` defaults to: ``CONTENT_STYLE.jpg`` (styles joined by ``+``; the same with ``--adain``;
+    with ``--model``, ``CONTENT_MODEL.jpg``) for ``stylize``, ``STYLE.pth`` for ``train``, ``STYLES_decoder.pth``
+    for ``train-adain``."""
     if args.command == "train":
         return "+".join(_name_part(style) for style in args.styles) + MODEL_SUFFIXES[0]
     if args.command == "train-adain":
@@ -667,52 +704,170 @@ def _size_text(image) -> str:
 # stylize
 
 _GATYS_ONLY = ("steps", "content_weight", "style_weight", "tv_weight", "layers", "content_layers", "style_layers",
-               "optimizer", "lr", "init", "preserve_color", "scales", "style_size", "style_blend", "seed",
-               "weights", "pooling", "no_rescale_loss", "save_every", "print_every")
+               "optimizer", "lr", "init", "scales", "seed", "weights", "pooling", "no_rescale_loss", "save_every",
+               "print_every")
+"""``stylize``'s options (argparse names) that only Gatys optimisation takes."""
+
+_STYLE_IMAGE_OPTIONS = ("preserve_color", "style_size", "style_blend")
+"""``stylize``'s options for the STYLE images: Gatys optimisation and ``--adain`` take them, ``--model`` does not."""
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` given on the command line, spelt ``--option`` (unset they are None or False)."""
+    return [f"--{name.replace('_', '-')}" for name in names
+            if getattr(args, name) is not None and getattr(args, name) is not False]
+
+
+def _check_stylize(args: argparse.Namespace) -> None:
+    """``stylize``'s usage errors that the parser cannot see, before any work: one method and its options."""
+    if args.adain is not None:
+        _check_adain(args)
+    elif args.alpha is not None:
+        raise UsageError(f"--alpha {args.alpha:g} weighs AdaIN's style against the content: it needs --adain "
+                         "(after CONTENT and STYLE)")
+    elif args.model is not None:
+        if args.styles:
+            raise UsageError("--model stylises with the model alone: drop the STYLE argument(s) "
+                             f"{' '.join(args.styles)}")
+        for names, where in ((_GATYS_ONLY, "Gatys optimisation (a STYLE image)"),
+                             (_STYLE_IMAGE_OPTIONS, "STYLE images (Gatys optimisation or --adain)")):
+            if given := _given(args, names):
+                raise UsageError(f"{' '.join(given)} only apply to {where}, not to --model")
+    elif not args.styles:
+        raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
+    elif args.backend != "auto":
+        raise UsageError(f"--backend {args.backend} chooses how a fast model runs: it needs --model")
+
+
+def _check_adain(args: argparse.Namespace) -> None:
+    """``stylize --adain``'s usage errors: another method or its options, no STYLE, a DECODER that is no file,
+    a --style-blend that does not match the STYLE images."""
+    if args.model is not None:
+        raise UsageError(f"--adain and --model {args.model} are two methods: give --model MODEL for a fast network "
+                         "or STYLE --adain for AdaIN, not both")
+    if given := _given(args, _GATYS_ONLY):
+        raise UsageError(f"{' '.join(given)} only apply to Gatys optimisation, not to --adain")
+    if args.backend != "auto":
+        raise UsageError(f"--backend {args.backend} chooses how a fast model (--model) runs, not --adain: drop it")
+    if not args.styles:
+        took = "" if args.adain == ADAIN_PRETRAINED else \
+            f" (--adain took {args.adain} as its DECODER file: write --adain after CONTENT and STYLE)"
+        raise UsageError(f"--adain needs a STYLE image after CONTENT (any painting: AdaIN takes its style in one "
+                         f"pass){took}")
+    decoder = Path(args.adain).expanduser()
+    if args.adain != ADAIN_PRETRAINED and not decoder.is_file():
+        what = "is a folder" if decoder.is_dir() else f"no such file (the current folder is {Path.cwd()})"
+        raise UsageError(f"--adain {args.adain}: {what}: give a decoder .pth written by 'nstlib train-adain' or "
+                         "pytorch-AdaIN's decoder.pth, or --adain alone for the released decoder")
+    if args.style_blend is not None and len(args.style_blend) != len(args.styles):
+        raise UsageError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} STYLE "
+                         "image(s): give one weight per STYLE")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    """``nstlib stylize``: Gatys optimisation, or a fast model with ``--model``; writes ``-o``."""
+    """``nstlib stylize``: Gatys optimisation, a fast model with ``--model`` or AdaIN with ``--adain``; writes
+    ``-o``."""
     from .images import SAVE_FORMATS
 
     started = time.perf_counter()
-    if args.model is None and not args.styles:
-        raise UsageError("stylize needs a STYLE image after CONTENT (or --model MODEL for a fast model)")
-    if args.model is None and args.backend != "auto":
-        raise UsageError(f"--backend {args.backend} chooses how a fast model runs: it needs --model")
+    _check_stylize(args)
     if Path(str(args.content)).suffix.lower() in VIDEO_READ_SUFFIXES:
-        if args.model is None:
-            raise UsageError(f"{args.content} is a video: stylise it with a fast model (--model MODEL)")
+        if args.model is None and args.adain is None:
+            raise UsageError(f"{args.content} is a video: stylise it with a fast model (--model MODEL) or with AdaIN "
+                             "(STYLE --adain)")
         return _stylize_video(args, started)
     out = _output_path(args.output, default_output_name(args), args.force, tuple(SAVE_FORMATS))
+    if args.adain is not None:
+        return _stylize_adain(args, out, started)
     if args.model is not None:
         return _stylize_fast(args, out, started)
     return _stylize_gatys(args, out, started)
 
 
 def _stylize_video(args: argparse.Namespace, started: float) -> int:
-    """``nstlib stylize in.mp4 --model MODEL``: every frame through the fast model (:func:`nstlib.stylize_video`)."""
-    from .checkpoints import load_transform_net
+    """``nstlib stylize in.mp4 --model MODEL`` or ``in.mp4 STYLE --adain``: every frame through the fast model or
+    AdaIN (:func:`nstlib.stylize_video`); the default name is ``default_output_name``'s with ``.mp4``."""
     from .config import get_device
-    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
-    from .fast import stylize_image
     from .video import VIDEO_SUFFIXES, stylize_video
 
-    default = f"{_name_part(args.content)}_{_name_part(args.model)}.mp4"
+    default = default_output_name(args)[:-len(DEFAULT_IMAGE_SUFFIX)] + ".mp4"
     out = _output_path(args.output, default, args.force, tuple(VIDEO_SUFFIXES))
     if not Path(args.content).expanduser().is_file():
         raise UsageError(f"{args.content}: no such video file (the current folder is {Path.cwd()})")
-    model = Path(args.model).expanduser()
-    if not model.exists() and args.model not in PRETRAINED_STYLES:
-        raise UsageError(f"--model {args.model}: no such file and not a pretrained style ({', '.join(PRETRAINED_STYLES)})")
     device = get_device(args.device)
-    net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
-    result = stylize_video(args.content, out, lambda frame: stylize_image(net, frame, device=device, backend=args.backend),
-                           blend=args.blend, audio="drop" if args.no_audio else "copy", size=args.size,
-                           progress=not args.quiet)
+    stylize_frame = _adain_frames(args, device) if args.adain is not None else _fast_frames(args, device)
+    result = stylize_video(args.content, out, stylize_frame, blend=args.blend,
+                           audio="drop" if args.no_audio else "copy", size=args.size, progress=not args.quiet)
     print(f"nstlib: wrote {out} ({result.frames} frames at {float(result.fps):g} fps, {result.width}x{result.height}, "
           f"audio {result.audio}; flicker {result.flicker_in:.4f} in, {result.flicker_out:.4f} out) "
           f"in {time.perf_counter() - started:.1f} s")
+    return EXIT_OK
+
+
+def _fast_frames(args: argparse.Namespace, device):
+    """The frame function of ``stylize in.mp4 --model MODEL``: :func:`~nstlib.stylize_image` with the model."""
+    from .checkpoints import load_transform_net
+    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
+    from .fast import stylize_image
+
+    model = Path(args.model).expanduser()
+    if not model.exists() and args.model not in PRETRAINED_STYLES:
+        raise UsageError(f"--model {args.model}: no such file and not a pretrained style ({', '.join(PRETRAINED_STYLES)})")
+    net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
+    return lambda frame: stylize_image(net, frame, device=device, backend=args.backend)
+
+
+def _adain_model(args: argparse.Namespace, device, style_size: int):
+    """``(model, style)`` for ``stylize --adain``: :func:`~nstlib.load_adain`'s model (DECODER or the released
+    decoder) on ``device``, and the STYLE images loaded at ``style_size`` and encoded once
+    (:func:`~nstlib.encode_style`); with ``--preserve-color``, which recolours them to each content image before
+    encoding, the images themselves."""
+    from .adain_model import encode_style
+    from .data.adain_weights import load_adain
+    from .images import load_image
+
+    styles = [load_image(style, style_size) for style in args.styles]
+    weights = ADAIN_PRETRAINED if args.adain == ADAIN_PRETRAINED else Path(args.adain).expanduser()
+    model = load_adain(weights, progress=not args.quiet).to(device)
+    return model, styles if args.preserve_color else encode_style(model, styles, style_size=style_size)
+
+
+def _adain_options(args: argparse.Namespace, style_size: int) -> dict:
+    """The keyword arguments of :func:`~nstlib.stylize_adain` that come from ``stylize``'s options."""
+    return dict(alpha=1.0 if args.alpha is None else args.alpha, style_weights=args.style_blend,
+                preserve_color=args.preserve_color, style_size=style_size if args.preserve_color else None)
+
+
+def _adain_frames(args: argparse.Namespace, device):
+    """The frame function of ``stylize in.mp4 STYLE --adain``: :func:`~nstlib.stylize_adain` of each frame at its
+    own size, the style encoded once (style size: ``--style-size``, else ``--size``, else the default size)."""
+    from .adain_model import stylize_adain
+
+    style_size = args.style_size or args.size or DEFAULT_SIZE
+    model, style = _adain_model(args, device, style_size)
+    options = _adain_options(args, style_size)
+    return lambda frame: stylize_adain(model, frame, style, size=max(frame.shape[-2:]), **options)
+
+
+def _stylize_adain(args: argparse.Namespace, out: Path, started: float) -> int:
+    """``nstlib stylize CONTENT STYLE --adain [DECODER]``: :func:`~nstlib.stylize_adain` at ``--size`` (the style
+    at ``--style-size``, else the same size), written to ``out``."""
+    from .adain_model import stylize_adain
+    from .config import get_device
+    from .images import load_image, save_image
+
+    device = get_device(args.device)
+    size = args.size or DEFAULT_SIZE
+    style_size = args.style_size or size
+    with _memory_advice(f"--size {size}", f"try a smaller --size, e.g. --size {max(1, size // 2)}"):
+        content = load_image(args.content, size)
+        model, style = _adain_model(args, device, style_size)
+        result = stylize_adain(model, content, style, size=size, **_adain_options(args, style_size))
+    save_image(result, out)
+    decoder = "the released decoder" if args.adain == ADAIN_PRETRAINED else f"decoder {args.adain}"
+    stand_in = ", quick-mode random stand-in weights" if model.metadata.get("stand_in") else ""
+    print(f"nstlib: wrote {out} ({_size_text(result)}, AdaIN, {decoder}{stand_in}, alpha "
+          f"{1.0 if args.alpha is None else args.alpha:g}, {device.type}) in {time.perf_counter() - started:.1f} s")
     return EXIT_OK
 
 
@@ -723,12 +878,6 @@ def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
     from .fast import stylize_image
     from .config import get_device
 
-    if args.styles:
-        raise UsageError(f"--model stylises with the model alone: drop the STYLE argument(s) {' '.join(args.styles)}")
-    given = [f"--{name.replace('_', '-')}" for name in _GATYS_ONLY
-             if getattr(args, name) is not None and getattr(args, name) is not False]
-    if given:
-        raise UsageError(f"{' '.join(given)} only apply to Gatys optimisation (a STYLE image), not to --model")
     model = Path(args.model).expanduser()
     if not model.exists() and args.model not in PRETRAINED_STYLES:
         raise UsageError(f"--model {args.model}: no such file (the current folder is {Path.cwd()}) and not a "

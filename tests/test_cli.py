@@ -135,7 +135,9 @@ def test_real_commands_console_script_and_python_m(images, checkpoint, env, tmp_
 HELP = {
     "stylize": ["--model", "--size", "--steps", "--content-weight", "--style-weight", "--tv-weight", "--layers",
                 "--content-layers", "--style-layers", "--optimizer", "--lr", "--init", "--preserve-color",
-                "--scales", "--style-blend", "--seed", "--device", "--weights", "--quiet", "--force", "--output"],
+                "--scales", "--style-blend", "--seed", "--device", "--weights", "--quiet", "--force", "--output",
+                "--style-size", "--pooling", "--no-rescale-loss", "--save-every", "--print-every", "--backend",
+                "--blend", "--no-audio", "--adain", "--alpha"],
     "train": ["--data", "--steps", "--epochs", "--batch-size", "--image-size", "--content-weight", "--style-weight",
               "--tv-weight", "--lr", "--checkpoint-dir", "--checkpoint-every", "--sample-every", "--resume", "--seed",
               "--device", "--output"],
@@ -188,6 +190,25 @@ BAD = [
     (["stylize", "{content}", "--model", "candy", "--seed", "0", "-o", "{out}"], "--seed only apply to Gatys"),
     (["stylize", "{content}", "--model", "candy", "--no-rescale-loss", "-o", "{out}"],
      "--no-rescale-loss only apply to Gatys"),
+    (["stylize", "{content}", "--model", "candy", "--preserve-color", "-o", "{out}"],
+     "--preserve-color only apply to STYLE images (Gatys optimisation or --adain), not to --model"),
+    (["stylize", "{content}", "{style}", "--adain", "--model", "candy", "-o", "{out}"], "--adain and --model candy"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "--steps", "5"],
+     "--steps only apply to Gatys optimisation, not to --adain"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--scales", "16,32", "--adain"],
+     "--scales only apply to Gatys optimisation, not to --adain"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "--backend", "onnx"],
+     "--backend onnx chooses how a fast model (--model) runs, not --adain"),
+    (["stylize", "{content}", "-o", "{out}", "--adain"], "--adain needs a STYLE image after CONTENT"),
+    (["stylize", "--adain", "{content}", "{style}", "-o", "{out}"], "write --adain after CONTENT and STYLE"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "{tmp}/missing_decoder.pth"],
+     "missing_decoder.pth: no such file"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "{tmp}"], ": is a folder: give a decoder .pth"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--alpha", "0.5"], "--alpha 0.5 weighs AdaIN's style against "
+     "the content: it needs --adain"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "--alpha", "1.5"], "--alpha: 1.5 must be from 0"),
+    (["stylize", "{content}", "{style}", "{style}", "-o", "{out}", "--adain", "--style-blend", "1,2,3"],
+     "--style-blend has 3 weight(s) for 2 STYLE image(s)"),
     (["train", "{style}", "--data", "{tmp}/no_photos", "--steps", "1", "-o", "{tmp}/m.pth"], "no_photos"),
     (["train", "{style}", "--data", "synthetic", "-o", "{tmp}/m.pth"], "--steps --epochs is required"),
     (["train", "{style}", "--data", "synthetic", "--steps", "1", "--epochs", "1", "-o", "{tmp}/m.pth"],
@@ -506,6 +527,124 @@ def test_train_adain_bad_input_exits_2_naming_the_option_before_any_work(argv, m
     assert no_work == [] and sorted(tmp_path.rglob("*")) == before  # refused before any work, nothing written
 
 
+# -- stylize --adain ---------------------------------------------------------------------------
+
+
+def _adain_cli(content: Path, styles: list[Path], out: Path, *options: str) -> int:
+    return cli.main(["stylize", str(content), *map(str, styles), "--adain", *options, "-o", str(out),
+                     "--size", str(SIZE), "--device", "cpu", "--quiet"])
+
+
+def test_adain_writes_what_stylize_adain_returns(images, quick_env, no_network, tmp_path, capsys):
+    """The oracle: nstlib.stylize_adain with the same model (the released decoder: in quick mode the announced
+    random stand-ins), content, style(s), alpha, style weights and colour option, saved the same way."""
+    from nstlib.adain_model import stylize_adain
+
+    content, style = images
+    second = _write(tmp_path / "second.png", 36, 44, 2)
+    runs = [(["--alpha", "0.6"], [style], dict(alpha=0.6)),
+            (["--style-blend", "3,1"], [style, second], dict(style_weights=[3, 1])),
+            (["--preserve-color", "--style-size", "24"], [style], dict(preserve_color=True, style_size=24))]
+    printed = []
+    for i, (options, styles, _) in enumerate(runs):
+        assert _adain_cli(content, styles, tmp_path / f"adain{i}.png", *options) == 0
+        printed.append(capsys.readouterr().out)
+    assert "QUICK MODE" in printed[0]
+    assert all("decoder.pth is not cached; using a random stand-in" in text for text in printed)
+    assert (f"wrote {tmp_path / 'adain0.png'} (32x21, AdaIN, the released decoder, quick-mode random stand-in "
+            "weights, alpha 0.6, cpu) in ") in printed[0]
+    model = nstlib.load_adain()
+    plain = to_uint8(stylize_adain(model, str(content), str(style), size=SIZE)).astype(int)
+    for i, (options, styles, kwargs) in enumerate(runs):
+        style_arg = [str(s) for s in styles] if len(styles) > 1 else str(styles[0])
+        oracle = to_uint8(stylize_adain(model, str(content), style_arg, size=SIZE, **kwargs)).astype(int)
+        assert np.array_equal(pixels(tmp_path / f"adain{i}.png"), oracle), options
+        assert not np.array_equal(oracle, plain), options  # each option changes the picture
+
+
+def test_adain_alpha_0_decodes_the_content_whatever_the_style(images, quick_env, no_network, tmp_path):
+    """alpha 0: the decoder's input is f(content) alone, so two different styles give the same picture, and the
+    second formula, clamp(g(f(c))) cropped to the content's size, computed from the model's parts, gives it too."""
+    from nstlib.adain_model import stylize_adain
+
+    content, style = images
+    other = _write(tmp_path / "other.png", 40, 24, 7)
+    for name, painting in (("a.png", style), ("b.png", other)):
+        assert _adain_cli(content, [painting], tmp_path / name, "--alpha", "0") == 0
+    model = nstlib.load_adain()
+    image = load_image(content, SIZE)
+    with torch.no_grad():
+        decoded = model.decode(model.encode(image))[..., :image.shape[-2], :image.shape[-1]].clamp(0, 1)
+    assert np.array_equal(pixels(tmp_path / "a.png"), to_uint8(decoded).astype(int))
+    assert np.array_equal(pixels(tmp_path / "b.png"), pixels(tmp_path / "a.png"))
+    # not a trivial equality: at alpha 1 the two styles give different pictures
+    assert not torch.equal(stylize_adain(model, str(content), str(style), size=SIZE),
+                           stylize_adain(model, str(content), str(other), size=SIZE))
+
+
+def test_adain_reads_a_decoder_written_by_train_adain(adain_folders, images, quick_env, no_network, tmp_path,
+                                                      monkeypatch, capsys):
+    """nstlib train-adain writes DECODER.pth; stylize --adain DECODER.pth runs the model with exactly the file's
+    decoder weights and writes what nstlib.stylize_adain(nstlib.load_adain(DECODER.pth), ...) returns."""
+    import nstlib.adain_model
+
+    photos, paintings = adain_folders
+    content, style = images
+    decoder = tmp_path / "mine_decoder.pth"
+    assert cli.main(["train-adain", str(paintings), "--data", str(photos), "--steps", "2", "--batch-size", "2",
+                     "--image-size", "16", "--lr", "1e-3", "--seed", "3", "--quiet", "-o", str(decoder)]) == 0
+    real, used = nstlib.adain_model.stylize_adain, []
+
+    def spy(model, *args, **kwargs):
+        used.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(nstlib.adain_model, "stylize_adain", spy)
+    out = tmp_path / "mine.png"
+    assert _adain_cli(content, [style], out, str(decoder)) == 0
+    assert f"AdaIN, decoder {decoder}, " in capsys.readouterr().out
+    assert len(used) == 1 and _same_state(used[0].decoder.state_dict(), _decoder_state(decoder))
+    oracle = real(nstlib.load_adain(decoder), str(content), str(style), size=SIZE)
+    assert np.array_equal(pixels(out), to_uint8(oracle).astype(int))
+    released = real(nstlib.load_adain(), str(content), str(style), size=SIZE)
+    assert not np.array_equal(pixels(out), to_uint8(released).astype(int))  # the file was used, not the release
+
+
+def test_adain_weights_that_cannot_be_obtained_stop_the_command(images, env, http_server, monkeypatch, tmp_path,
+                                                                capsys):
+    """Outside quick mode, weights that cannot be fetched (a mirror answering 404) are an error naming the file
+    and how to install it by hand (exit 1, one line): never random weights, no output written."""
+    content, style = images
+    monkeypatch.setenv(config.ENV_MIRROR, http_server.url("/mirror"))
+    out = tmp_path / "adain.png"
+    assert _adain_cli(content, [style], out) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nstlib: error: could not download the AdaIN weights "
+                                               "vgg_normalised.pth"), err
+    assert "place it at" in err[0] and "stand-in" not in captured.out and not out.exists()
+
+
+def test_stylize_a_video_with_adain(images, quick_env, no_network, tmp_path, capsys):
+    """nstlib stylize in.mp4 STYLE --adain: the style encoded once, every frame through AdaIN; the oracle is
+    nstlib.stylize_video with nstlib.stylize_adain given the style image at every frame, decoded frame by frame."""
+    from nstlib.adain_model import stylize_adain
+
+    _, style = images
+    clip = nstlib.make_synthetic_clip(tmp_path / "in.mp4", frames=4, size=(48, 32), fps=12)
+    assert cli.main(["stylize", str(clip), str(style), "--adain", "--alpha", "0.8", "--blend", "0.3", "--no-audio",
+                     "-o", str(tmp_path) + "/", "--quiet"]) == 0
+    out = tmp_path / "in_style.mp4"  # the default name, CONTENT_STYLE with the video's extension
+    assert f"wrote {out} (4 frames at 12 fps" in capsys.readouterr().out
+    model, reference = nstlib.load_adain(), tmp_path / "reference.mp4"
+    nstlib.stylize_video(clip, reference, lambda frame: stylize_adain(model, frame, str(style), alpha=0.8,
+                                                                      style_size=cli.DEFAULT_SIZE),
+                         blend=0.3, audio="drop", progress=False)
+    got, want = nstlib.read_frames(out), nstlib.read_frames(reference)
+    assert got.shape[0] == 4 and got.shape == want.shape
+    assert torch.equal(got, want)
+
+
 # -- download ----------------------------------------------------------------------------------
 
 BODY = b"\x89PNG not really, but bytes with a known digest " * 100
@@ -756,6 +895,8 @@ def test_default_output_names():
     assert name("stylize", "photos/cat.png", "a/wave.jpg", "b/the scream.webp") == "cat_wave+the_scream.jpg"
     assert name("stylize", "https://example.org/img/My%20Photo.jpeg?size=2", "--model", "candy") == "My_Photo_candy.jpg"
     assert name("stylize", "cat.png", "--model", "models/starry.pth") == "cat_starry.jpg"
+    assert name("stylize", "cat.png", "a/wave.jpg", "--adain") == "cat_wave.jpg"
+    assert name("stylize", "cat.png", "a/wave.jpg", "candy", "--adain", "mine_decoder.pth") == "cat_wave+candy.jpg"
     assert name("train", "starry_night", "--data", "synthetic", "--steps", "1") == "starry_night.pth"
     assert name("train", "art/wave.jpg", "candy", "--data", "synthetic", "--steps", "1") == "wave+candy.pth"
     assert name("train-adain", "art/paintings/", "--data", "synthetic", "--steps", "1") == "paintings_decoder.pth"
