@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from nets import make_net
-from nstlib.inference import (CPUInference, reflect_pad, reflect_pad_blocks, replicate_pad, space_to_depth_weight,
-                              subpixel_weight)
+from nstlib.inference import (CPUInference, _interleave, reflect_pad, reflect_pad_blocks, replicate_pad,
+                              space_to_depth_weight, subpixel_weight, subpixel_weight_2x2)
 from nstlib.transform_net import TransformerNet
 
 g = torch.Generator().manual_seed(0)
@@ -49,6 +49,18 @@ def test_subpixel_weight_equals_upsample_pad_conv():
     got = F.pixel_shuffle(F.conv2d(F.pad(x, (1,) * 4, mode="replicate"), subpixel_weight(w)), 2)
     assert got.shape == want.shape == (2, 5, 14, 12)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_subpixel_weight_2x2_keeps_only_the_taps_each_phase_reads():
+    x, w = rand(2, 4, 7, 6), rand(5, 4, 3, 3) - 0.5
+    want = F.conv2d(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1,) * 4, mode="reflect"), w)
+    phases = F.conv2d(F.pad(x, (1,) * 4, mode="replicate"), subpixel_weight_2x2(w))
+    assert subpixel_weight_2x2(w).shape == (20, 4, 2, 2) and phases.shape == (2, 20, 8, 7)
+    torch.testing.assert_close(_interleave(phases, blocks=False), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(_interleave(phases, blocks=True), F.pixel_unshuffle(want, 2), rtol=0, atol=1e-12)
+    # the 2x2 kernels are the non-zero corner of each phase's 3x3 kernel, nothing dropped
+    full = subpixel_weight(w).view(5, 4, 4, 3, 3)
+    torch.testing.assert_close(subpixel_weight_2x2(w).view(5, 4, 4, 2, 2).abs().sum((-1, -2)), full.abs().sum((-1, -2)))
 
 
 def test_subpixel_weight_by_hand():
