@@ -9,7 +9,7 @@ Backends (``backend=``), the same network computed four ways on a CPU:
 * ``"torch"``: PyTorch in float32, ``net(image)`` exactly (the reference; the only choice on a GPU).
 * ``"bfloat16"``: the network rewritten for the CPU (:class:`nstlib.inference.CPUInference`:
   channels-last, sub-pixel up-sampling, a space-to-depth last layer; the same function) with weights
-  and activations in bfloat16 (8 significant bits instead of 24), 3-4x faster than float32
+  and activations in bfloat16 (8 significant bits instead of 24), about 4x faster than float32
   where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`); the picture differs from
   float32 by rounding only (PSNR about 41 dB, ``benchmarks/README.md``).
 * ``"onnx"``: the network exported to ONNX (:mod:`nstlib.export`) and run by ONNX Runtime in
