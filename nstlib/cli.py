@@ -341,8 +341,11 @@ def _add_stylize(commands, common) -> None:
     a.add_argument("--adain", nargs="?", const=ADAIN_PRETRAINED, metavar="DECODER",
                    help="stylise with AdaIN: DECODER is a .pth written by 'nstlib train-adain' or pytorch-AdaIN's "
                         "decoder.pth; without it (or with 'pretrained'), pytorch-AdaIN's released decoder, "
-                        "downloaded on first use. The encoder is pytorch-AdaIN's vgg_normalised.pth. Write --adain "
+                        "downloaded on first use. The encoder: --adain-encoder. Write --adain "
                         "after CONTENT and STYLE (or as --adain=DECODER)")
+    a.add_argument("--adain-encoder", metavar="ENCODER", help="with --adain: the encoder the decoder was trained "
+                   "with: pretrained (pytorch-AdaIN's vgg_normalised.pth, the default), random (seeded random "
+                   "weights, as 'train-adain --encoder random') or a vgg_normalised.pth file")
     a.add_argument("--alpha", type=unit_interval, metavar="A",
                    help="with --adain: the content-style trade-off, 0 (the content, decoded) to 1 (full style, "
                         "the default)")
@@ -725,6 +728,9 @@ def _check_stylize(args: argparse.Namespace) -> None:
     elif args.alpha is not None:
         raise UsageError(f"--alpha {args.alpha:g} weighs AdaIN's style against the content: it needs --adain "
                          "(after CONTENT and STYLE)")
+    elif args.adain_encoder is not None:
+        raise UsageError(f"--adain-encoder {args.adain_encoder} chooses AdaIN's encoder: it needs --adain "
+                         "(after CONTENT and STYLE)")
     elif args.model is not None:
         if args.styles:
             raise UsageError("--model stylises with the model alone: drop the STYLE argument(s) "
@@ -759,6 +765,10 @@ def _check_adain(args: argparse.Namespace) -> None:
         what = "is a folder" if decoder.is_dir() else f"no such file (the current folder is {Path.cwd()})"
         raise UsageError(f"--adain {args.adain}: {what}: give a decoder .pth written by 'nstlib train-adain' or "
                          "pytorch-AdaIN's decoder.pth, or --adain alone for the released decoder")
+    encoder = args.adain_encoder
+    if encoder not in (None, "pretrained", "random") and not Path(encoder).expanduser().is_file():
+        raise UsageError(f"--adain-encoder {encoder}: no such file (the current folder is {Path.cwd()}): give "
+                         "pretrained, random or a vgg_normalised.pth file")
     if args.style_blend is not None and len(args.style_blend) != len(args.styles):
         raise UsageError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} STYLE "
                          "image(s): give one weight per STYLE")
@@ -828,7 +838,10 @@ def _adain_model(args: argparse.Namespace, device, style_size: int):
 
     styles = [load_image(style, style_size) for style in args.styles]
     weights = ADAIN_PRETRAINED if args.adain == ADAIN_PRETRAINED else Path(args.adain).expanduser()
-    model = load_adain(weights, progress=not args.quiet).to(device)
+    encoder = args.adain_encoder or "pretrained"
+    if encoder not in ("pretrained", "random"):
+        encoder = Path(encoder).expanduser()
+    model = load_adain(weights, encoder=encoder, progress=not args.quiet).to(device)
     return model, styles if args.preserve_color else encode_style(model, styles, style_size=style_size)
 
 

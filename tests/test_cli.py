@@ -137,7 +137,7 @@ HELP = {
                 "--content-layers", "--style-layers", "--optimizer", "--lr", "--init", "--preserve-color",
                 "--scales", "--style-blend", "--seed", "--device", "--weights", "--quiet", "--force", "--output",
                 "--style-size", "--pooling", "--no-rescale-loss", "--save-every", "--print-every", "--backend",
-                "--blend", "--no-audio", "--adain", "--alpha"],
+                "--blend", "--no-audio", "--adain", "--adain-encoder", "--alpha"],
     "train": ["--data", "--steps", "--epochs", "--batch-size", "--image-size", "--content-weight", "--style-weight",
               "--tv-weight", "--lr", "--checkpoint-dir", "--checkpoint-every", "--sample-every", "--resume", "--seed",
               "--device", "--output"],
@@ -207,6 +207,10 @@ BAD = [
     (["stylize", "{content}", "{style}", "-o", "{out}", "--alpha", "0.5"], "--alpha 0.5 weighs AdaIN's style against "
      "the content: it needs --adain"),
     (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "--alpha", "1.5"], "--alpha: 1.5 must be from 0"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain-encoder", "random"],
+     "--adain-encoder random chooses AdaIN's encoder: it needs --adain"),
+    (["stylize", "{content}", "{style}", "-o", "{out}", "--adain", "--adain-encoder", "{tmp}/no_vgg.pth"],
+     "no_vgg.pth: no such file (the current folder is"),
     (["stylize", "{content}", "{style}", "{style}", "-o", "{out}", "--adain", "--style-blend", "1,2,3"],
      "--style-blend has 3 weight(s) for 2 STYLE image(s)"),
     (["train", "{style}", "--data", "{tmp}/no_photos", "--steps", "1", "-o", "{tmp}/m.pth"], "no_photos"),
@@ -608,6 +612,27 @@ def test_adain_reads_a_decoder_written_by_train_adain(adain_folders, images, qui
     assert np.array_equal(pixels(out), to_uint8(oracle).astype(int))
     released = real(nstlib.load_adain(), str(content), str(style), size=SIZE)
     assert not np.array_equal(pixels(out), to_uint8(released).astype(int))  # the file was used, not the release
+
+
+def test_adain_decoder_trained_with_a_random_encoder_runs_with_that_encoder(adain_folders, images, quick_env,
+                                                                           no_network, tmp_path, monkeypatch):
+    """train-adain --encoder random, then stylize --adain FILE --adain-encoder random: the model holds the seeded
+    random encoder (the oracle: nstlib.load_adain(FILE, encoder="random")) and the output is its result."""
+    import nstlib.adain_model
+
+    photos, paintings = adain_folders
+    content, style = images
+    decoder = tmp_path / "rand_decoder.pth"
+    assert cli.main(["train-adain", str(paintings), "--data", str(photos), "--steps", "1", "--batch-size", "2",
+                     "--image-size", "16", "--encoder", "random", "--quiet", "-o", str(decoder)]) == 0
+    real, used = nstlib.adain_model.stylize_adain, []
+    monkeypatch.setattr(nstlib.adain_model, "stylize_adain",
+                        lambda model, *a, **k: used.append(model) or real(model, *a, **k))
+    out = tmp_path / "rand.png"
+    assert _adain_cli(content, [style], out, str(decoder), "--adain-encoder", "random") == 0
+    want = nstlib.load_adain(decoder, encoder="random")
+    assert len(used) == 1 and _same_state(used[0].encoder.state_dict(), want.encoder.state_dict())
+    assert np.array_equal(pixels(out), to_uint8(real(want, str(content), str(style), size=SIZE)).astype(int))
 
 
 def test_adain_weights_that_cannot_be_obtained_stop_the_command(images, env, http_server, monkeypatch, tmp_path,
