@@ -168,37 +168,27 @@ VIDEO_READ_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"
 """Extensions ``nstlib stylize`` treats as videos (a test keeps them inside nstlib.video's READ_SUFFIXES)."""
 
 
-def unit_fraction(text: str) -> float:
-    """``text`` as a number in [0, 1) (argparse type for --blend)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0 and < 1")
-    return value
+def _real_number(accept, requirement: str):
+    """An argparse type: ``text`` as a float for which ``accept(value)`` holds, else "must be ``requirement``"."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} must be {requirement}")
+        return value
+
+    return parse
 
 
-def unit_interval(text: str) -> float:
-    """``text`` as a number in [0, 1] (argparse type for --alpha)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} must be from 0 (the content) to 1 (full style)")
-    return value
-
-
-def weight(text: str) -> float:
-    """``text`` as a finite float >= 0 (argparse type for loss weights)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
+unit_fraction = _real_number(lambda value: 0 <= value < 1, ">= 0 and < 1")
+"""An argparse type: a number in [0, 1) (--blend)."""
+unit_interval = _real_number(lambda value: 0 <= value <= 1, "from 0 (the content) to 1 (full style)")
+"""An argparse type: a number in [0, 1] (--alpha)."""
+weight = _real_number(lambda value: math.isfinite(value) and value >= 0, "a finite number >= 0")
+"""An argparse type: a finite float >= 0 (loss weights)."""
 
 
 def positive_float(text: str) -> float:
