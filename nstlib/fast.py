@@ -142,11 +142,12 @@ def _available(backend: str) -> bool:
     return backend in ("torch", "float32")
 
 
-def cpu_backend() -> str:
+def cpu_backend(*, style: bool = False) -> str:
     """The backend ``"auto"`` uses on this CPU for large images: the first of :data:`AUTO_ORDER` available
     (``"bfloat16"`` needs :func:`native_bfloat16`, ``"onnx"`` the ``nstlib[onnx]`` extra; ``"float32"``
-    needs nothing)."""
-    return next(name for name in AUTO_ORDER if _available(name))
+    needs nothing); with ``style=True`` (a ``style=`` argument) the first that takes one (not
+    :data:`STYLE_FREE`)."""
+    return next(name for name in AUTO_ORDER if not (style and name in STYLE_FREE) and _available(name))
 
 
 def _choose(backend: str, device: torch.device, *, pixels: int, torch_options: bool, style) -> str:
@@ -156,9 +157,7 @@ def _choose(backend: str, device: torch.device, *, pixels: int, torch_options: b
     if backend == "auto":
         if device.type != "cpu" or torch_options or pixels < AUTO_MIN_PIXELS:
             return "torch"
-        if style is not None:  # the ONNX export runs style 0 only
-            return next(name for name in AUTO_ORDER if name not in STYLE_FREE and _available(name))
-        return cpu_backend()
+        return cpu_backend(style=style is not None)
     if backend != "torch":
         if device.type != "cpu":
             raise ValueError(f"backend={backend!r} runs on the CPU, but the device is {device}: "

@@ -93,8 +93,7 @@ def reflect_pad_blocks(blocks: torch.Tensor, pad: int) -> torch.Tensor:
     """
     n, c4, h, w = blocks.shape
     q = pad // 2
-    out = torch.empty((n, c4, h + 2 * q, w + 2 * q), dtype=blocks.dtype, device=blocks.device,
-                      memory_format=CHANNELS_LAST)
+    out = _buffer(blocks, q)
     _interior(out, q).copy_(blocks)
     o = out.view(n, c4 // 4, 2, 2, h + 2 * q, w + 2 * q)  # [.., row phase, column phase, rows, columns]
     for k in range(1, q + 1):
@@ -253,7 +252,7 @@ class CPUInference:
     def __init__(self, net: TransformerNet, dtype: torch.dtype = torch.bfloat16):
         if not isinstance(net, TransformerNet):
             raise TypeError(f"net must be a TransformerNet, got {type(net).__name__}")
-        self.dtype, self.config = dtype, net.config
+        self.dtype = dtype
         self.pixel_scale, self.output, self.upsample = net.pixel_scale, net.output, net.upsample
         self.num_styles = net.num_styles
         with torch.no_grad():
