@@ -272,7 +272,10 @@ def cold(option: str, source: str, sizes: list[int], threads: int) -> dict:
     """First call at the largest size (preparation included) and the process's peak memory."""
     import torch
 
+    from nstlib.cpu_memory import reuse_freed_memory
+
     torch.set_num_threads(threads)
+    reused = reuse_freed_memory()  # every option under the same malloc (NSTLIB_REUSE_MEMORY=0: none)
     net = make_net()
     calibrate_output(net, load(source, min(sizes)))
     images = [load(source, size) for size in sizes]
@@ -289,14 +292,17 @@ def cold(option: str, source: str, sizes: list[int], threads: int) -> dict:
         for image in images:
             run(prepare(image))
     return {"option": option, "first_call_seconds": first, "first_call_size": list(images[-1].shape[-2:]),
-            "peak_mib": _peak_mib()}
+            "peak_mib": _peak_mib(), "memory_reuse": reused}
 
 
 def warm(options: list[str], source: str, sizes: list[int], repeats: int, threads: int) -> dict:
     """Median seconds per image of every option at every size, run in turns; PSNR against float32."""
     import torch
 
+    from nstlib.cpu_memory import reuse_freed_memory
+
     torch.set_num_threads(threads)
+    reused = reuse_freed_memory()  # as the CPU backends do; for every option alike (NSTLIB_REUSE_MEMORY=0: none)
     images = {size: load(source, size) for size in sizes}
     net = make_net()
     clamped = calibrate_output(net, images[min(sizes)])
@@ -332,7 +338,7 @@ def warm(options: list[str], source: str, sizes: list[int], repeats: int, thread
         results[option]["psnr_raw"] = value
     shapes = {str(size): list(image.shape[-2:]) for size, image in images.items()}
     return {"results": results, "skipped": skipped, "shapes": shapes, "repeats": repeats,
-            "clamped_fraction": {"raw": clamped[0], "calibrated": clamped[1]}}
+            "clamped_fraction": {"raw": clamped[0], "calibrated": clamped[1]}, "memory_reuse": reused}
 
 
 def _compare(outputs: dict, option: str, sizes: list[int]) -> tuple[dict, dict]:

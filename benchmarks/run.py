@@ -567,14 +567,16 @@ def run_fast_cpu(args, p: dict, isolate: bool) -> tuple[list[dict], str]:
     records = []
     for row in merged:
         record = {"section": "fast-cpu", **row, "threads": threads, "photo": source, "shapes": warm["shapes"],
-                  "repeats": warm["repeats"], "clamped_fraction": warm["clamped_fraction"], "auto": row["option"] == auto}
+                  "repeats": warm["repeats"], "clamped_fraction": warm["clamped_fraction"], "auto": row["option"] == auto,
+                  "memory_reuse": warm["memory_reuse"]}
         print("  " + json.dumps(record, default=str), flush=True)
         records.append(record)
     table = fast_cpu.markdown(merged, warm["shapes"], sizes)
     photo = Path(source).name if source != "standin" else "synthetic stand-in"
     note = (f"{_cpu_name()}, {threads} thread{'s' if threads > 1 else ''} (all options, the peer included); "
             f"`backend=\"auto\"` here: `{auto}`. Photo: {photo}; medians of {warm['repeats']} rounds after a warm-up; "
-            "PSNR against float32 PyTorch on the output-calibrated network.")
+            "PSNR against float32 PyTorch on the output-calibrated network; freed memory "
+            f"{'reused' if warm['memory_reuse'] else 'returned to the system (glibc defaults)'} for every option.")
     return records, table + "\n\n" + note
 
 

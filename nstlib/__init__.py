@@ -55,6 +55,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "checkpoints": (
         "CheckpointError", "load_transform_net", "save_examples_format", "save_transform_net", "to_examples_state_dict"),
     "config": ("cap_size", "cap_steps", "get_device", "quick_mode", "set_seed"),
+    "cpu_memory": ("release_freed_memory", "reuse_freed_memory"),
     "data.adain_weights": ("load_adain",),
     "data.datasets": ("ImageFolderDataset", "SyntheticDataset", "download_coco", "list_images", "open_dataset"),
     "data.download": ("DownloadError",),

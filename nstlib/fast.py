@@ -17,6 +17,11 @@ Backends (``backend=``), the same network computed four ways on a CPU:
 * ``"float32"``: the rewritten network of ``"bfloat16"`` in float32: no extra dependency, equal to
   ``"torch"`` up to rounding, faster on CPUs (``benchmarks/README.md``).
 
+``"bfloat16"`` and ``"float32"`` also ask glibc's ``malloc`` to keep freed memory for the next
+tensors (:mod:`nstlib.cpu_memory`; ``NSTLIB_REUSE_MEMORY=0`` leaves it alone): at 1024x768 a layer's
+output is up to 50 MB, and mapping it afresh from the operating system each time costs about a fifth
+of the run.
+
 ``"auto"`` (default) picks, on a CPU and for images of at least :data:`AUTO_MIN_PIXELS`, the
 first available of :data:`AUTO_ORDER` (:func:`cpu_backend`), and otherwise ``"torch"``: on a
 GPU, for small images (the one-off cost of preparing a fast path, about a second for an ONNX
@@ -42,6 +47,7 @@ import torch
 from torch import nn
 
 from .config import progress_bar
+from .cpu_memory import reuse_freed_memory
 from .inference import CPUInference
 from .transform_net import TransformerNet
 
@@ -185,7 +191,11 @@ def _weights_key(net: nn.Module) -> tuple:
 
 
 def _rewritten_runner(net: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    """:class:`~nstlib.inference.CPUInference` for a TransformerNet; a ``dtype`` copy of any other network."""
+    """:class:`~nstlib.inference.CPUInference` for a TransformerNet; a ``dtype`` copy of any other network.
+
+    Also keeps freed memory in the process for the next tensors (:func:`nstlib.cpu_memory.reuse_freed_memory`,
+    unless ``NSTLIB_REUSE_MEMORY=0``): each layer's large outputs are then not page-faulted in anew."""
+    reuse_freed_memory()
     if isinstance(net, TransformerNet):
         forward = CPUInference(net, dtype)
     else:

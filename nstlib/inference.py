@@ -91,10 +91,16 @@ def reflect_pad_blocks(blocks: torch.Tensor, pad: int) -> torch.Tensor:
     ``k - 1``, phase 1); at the far side block ``h - 1 + k`` takes phase 0 of block ``h - k`` and
     phase 1 of block ``h - k - 1``. The same holds for columns.
     """
-    n, c4, h, w = blocks.shape
     q = pad // 2
     out = _buffer(blocks, q)
     _interior(out, q).copy_(blocks)
+    return _reflect_border_blocks(out, pad)
+
+
+def _reflect_border_blocks(out: torch.Tensor, pad: int) -> torch.Tensor:
+    """Fill the border of a :func:`reflect_pad_blocks` buffer (``pad / 2`` blocks) from its interior; returns ``out``."""
+    q = pad // 2
+    n, c4, h, w = out.shape[0], out.shape[1], out.shape[2] - 2 * q, out.shape[3] - 2 * q
     o = out.view(n, c4 // 4, 2, 2, h + 2 * q, w + 2 * q)  # [.., row phase, column phase, rows, columns]
     for k in range(1, q + 1):
         o[:, :, 0, :, q - k, q:q + w] = o[:, :, 0, :, q + k, q:q + w]
@@ -112,10 +118,15 @@ def reflect_pad_blocks(blocks: torch.Tensor, pad: int) -> torch.Tensor:
 def replicate_pad(x: torch.Tensor) -> torch.Tensor:
     """``F.pad(x, (1, 1, 1, 1), mode="replicate")`` written into a channels-last tensor."""
     out = _buffer(x, 1)
-    h, w = x.shape[-2:]
-    out[:, :, 1:h + 1, 1:w + 1] = x
-    out[:, :, 1:h + 1, 0] = x[:, :, :, 0]
-    out[:, :, 1:h + 1, w + 1] = x[:, :, :, w - 1]
+    _interior(out, 1).copy_(x)
+    return _replicate_border(out)
+
+
+def _replicate_border(out: torch.Tensor) -> torch.Tensor:
+    """Fill the 1-pixel border of ``out`` by repeating its interior's edge pixels; returns ``out``."""
+    h, w = out.shape[-2] - 2, out.shape[-1] - 2
+    out[:, :, 1:h + 1, 0] = out[:, :, 1:h + 1, 1]
+    out[:, :, 1:h + 1, w + 1] = out[:, :, 1:h + 1, w]
     out[:, :, 0] = out[:, :, 1]
     out[:, :, h + 1] = out[:, :, h]
     return out
@@ -227,16 +238,17 @@ def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True, out: torch.Tenso
     return torch.clamp(y, min=0, out=out) if relu else out.copy_(y)
 
 
-def _normalise_blocks(blocks: torch.Tensor, norm: tuple) -> torch.Tensor:
+def _normalise_blocks(blocks: torch.Tensor, norm: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
     """``ReLU(IN(.))`` of ``pixel_shuffle(blocks, 2)``, kept in block form: the four phase channels of a
-    channel are one group, so instance norm is group norm with ``C`` groups and repeated scales."""
+    channel are one group, so instance norm is group norm with ``C`` groups and repeated scales.
+    Written into ``out`` when given (the interior of a padded buffer)."""
     gamma, beta, eps = norm
     gamma4, beta4 = gamma.repeat_interleave(4, dim=-1), beta.repeat_interleave(4, dim=-1)
     if gamma.dim() == 2:
         y = F.group_norm(blocks, gamma.shape[-1], eps=eps) * gamma4[:, :, None, None] + beta4[:, :, None, None]
     else:
         y = F.group_norm(blocks, gamma.shape[-1], gamma4, beta4, eps=eps)
-    return y.relu_()
+    return y.relu_() if out is None else torch.clamp(y, min=0, out=out)
 
 
 class CPUInference:
@@ -282,9 +294,22 @@ class CPUInference:
                     self._vector(conv.bias.repeat_interleave(4)), self._norm(layer.norm))
         return self._conv(conv.weight), self._vector(conv.bias), self._norm(layer.norm)
 
-    def _residual_blocks(self, y: torch.Tensor, norm) -> torch.Tensor:
-        """``y + IN(conv(ReLU(IN(conv(y)))))`` five times; each sum is written into the next padded buffer."""
-        padded = reflect_pad(y, 1)
+    def _down(self, x: torch.Tensor, norm) -> torch.Tensor:
+        """The three down layers; each one's ``ReLU(IN(.))`` is written into the padded buffer the next
+        convolution reads (the last one's into the first residual block's). Returns that buffer."""
+        padded = reflect_pad(x, self.down[0][3])
+        following = [layer[3] for layer in self.down[1:]] + [1]
+        for (weight, bias, stride, _, params), pad in zip(self.down, following):
+            y = F.conv2d(padded, weight, bias, stride)
+            padded = _buffer(y, pad)
+            _normalise(y, norm(params), out=_interior(padded, pad))
+            _reflect_border(padded, pad)
+        return padded
+
+    def _residual_blocks(self, padded: torch.Tensor, norm) -> torch.Tensor:
+        """``y + IN(conv(ReLU(IN(conv(y)))))`` five times, ``y`` the interior of ``padded`` (reflection pad 1);
+        each sum is written into the next padded buffer."""
+        y = _interior(padded, 1)
         for i, ((weight1, bias1, params1), (weight2, bias2, params2)) in enumerate(self.res):
             z = _buffer(y, 1)
             _normalise(F.conv2d(padded, weight1, bias1), norm(params1), out=_interior(z, 1))
@@ -300,14 +325,25 @@ class CPUInference:
         """The up-sampling layers, ending in ``pixel_unshuffle(reflect_pad(., pad), 2)``: the blocks the
         space-to-depth last layer reads. With sub-pixel up-sampling the last layer's output stays in block
         form (normalised as groups, padded as blocks) and the full-size image is never made."""
+        last = len(self.up) - 1
+        padded = None  # y replicate-padded, when the layer before wrote it so
         for i, (weight, bias, params) in enumerate(self.up):
             if self.upsample == "transpose":
                 y = _normalise(F.conv_transpose2d(y, weight, bias, stride=2, padding=1, output_padding=1), norm(params))
                 continue
-            phases = F.conv2d(replicate_pad(y), weight, bias)
-            if i == len(self.up) - 1 and pad % 2 == 0:
-                return reflect_pad_blocks(_normalise_blocks(_interleave(phases, blocks=True), norm(params)), pad)
-            y = _normalise(_interleave(phases, blocks=False), norm(params))
+            phases = F.conv2d(replicate_pad(y) if padded is None else padded, weight, bias)
+            if i == last and pad % 2 == 0:
+                blocks = _interleave(phases, blocks=True)
+                out = _buffer(blocks, pad // 2)
+                _normalise_blocks(blocks, norm(params), out=_interior(out, pad // 2))
+                return _reflect_border_blocks(out, pad)
+            full = _interleave(phases, blocks=False)
+            if i == last:
+                y = _normalise(full, norm(params))
+            else:  # the next layer reads it replicate-padded: normalise straight into that buffer
+                padded = _buffer(full, 1)
+                _normalise(full, norm(params), out=_interior(padded, 1))
+                _replicate_border(padded)
         return F.pixel_unshuffle(reflect_pad(y, pad), 2)  # even height and width: multiples of 4 plus 2 pad
 
     def __call__(self, x: torch.Tensor, style=None) -> torch.Tensor:
@@ -320,9 +356,7 @@ class CPUInference:
         scale = self.pixel_scale
         y = pad_to_multiple(x * scale if scale != 1.0 else x, MULTIPLE)
         y = y.to("cpu", self.dtype).contiguous(memory_format=CHANNELS_LAST)
-        for weight, bias, stride, pad, params in self.down:
-            y = _normalise(F.conv2d(reflect_pad(y, pad), weight, bias, stride), norm(params))
-        y = self._residual_blocks(y, norm)
+        y = self._residual_blocks(self._down(y, norm), norm)
         weight, bias, pad = self.final
         y = F.pixel_shuffle(F.conv2d(self._up_blocks(y, norm, pad), weight, bias), 2)[..., :height, :width]
         if scale != 1.0:
