@@ -1252,8 +1252,9 @@ def info_lines() -> list[tuple[str, str]]:
 
     import torch
 
-    from . import __version__, config
+    from . import __version__, config, cpu_memory
     from .config import get_device
+    from .fast import cpu_backend
 
     quick_text = "on (NSTLIB_QUICK=1: tiny sizes, random weights, offline)" if config.quick_mode() else "off"
     try:
@@ -1285,7 +1286,20 @@ def info_lines() -> list[tuple[str, str]]:
         ("vgg19 weights", f"{'cached' if vgg.is_file() else 'not cached'}: {vgg}"),
         ("pretrained models", f"{sum(p.is_file() for p in pretrained)} of {len(pretrained)} cached in "
                               f"{pretrained[0].parent}"),
+        ("fast path on cpu", f"backend {cpu_backend()!r} for backend='auto' ({_cpu_backend_reason()})"),
+        ("freed memory", f"{cpu_memory.describe()} [{cpu_memory.ENVIRONMENT_VARIABLE}]"),
     ]
+
+
+def _cpu_backend_reason() -> str:
+    """Why :func:`nstlib.fast.cpu_backend` chose what it chose, for ``nstlib info``."""
+    from .fast import cpu_backend, native_bfloat16
+
+    if native_bfloat16():
+        return "this CPU multiplies bfloat16 natively"
+    if cpu_backend() == "onnx":
+        return "no native bfloat16; ONNX Runtime installed"
+    return 'no native bfloat16, no ONNX Runtime: pip install "nstlib[onnx]"'
 
 
 def cmd_export(args: argparse.Namespace) -> int:

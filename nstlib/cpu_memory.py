@@ -27,7 +27,7 @@ import ctypes
 import os
 import platform
 
-__all__ = ["ENVIRONMENT_VARIABLE", "THRESHOLD", "release_freed_memory", "reuse_freed_memory"]
+__all__ = ["ENVIRONMENT_VARIABLE", "THRESHOLD", "describe", "release_freed_memory", "reuse_freed_memory"]
 
 THRESHOLD = 1 << 30
 """Blocks up to 1 GiB come from the heap and freed memory up to 1 GiB stays in it."""
@@ -78,3 +78,14 @@ def release_freed_memory() -> bool:
     """
     libc = _glibc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def describe() -> str:
+    """One line for ``nstlib info``: what :func:`reuse_freed_memory` has done or would do in this process."""
+    if _glibc() is None:
+        return "left to the C library (not glibc: nothing to tune)"
+    if _applied:
+        return f"kept for reuse (mallopt thresholds {THRESHOLD >> 20} MiB)"
+    if not _wanted():
+        return f"glibc's defaults ({ENVIRONMENT_VARIABLE}=0)"
+    return "kept for reuse once a fast CPU path runs (glibc's defaults until then)"

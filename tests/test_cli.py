@@ -754,6 +754,20 @@ def test_info_reports_the_settings(env, cache_dir, monkeypatch, capsys):
     assert lines["device"].startswith("cuda" if torch.cuda.is_available() else ("mps", "cpu"))
     assert lines["pretrained models"].startswith("0 of 4 cached")
     assert lines["vgg19 weights"].startswith("not cached: ")  # TORCH_HOME is a fresh folder
+    from nstlib.fast import cpu_backend, native_bfloat16
+    assert lines["fast path on cpu"].startswith(f"backend {cpu_backend()!r} for backend='auto' (")
+    assert ("natively" in lines["fast path on cpu"]) == native_bfloat16()
+    assert lines["freed memory"].endswith("[NSTLIB_REUSE_MEMORY]")
+
+
+def test_info_says_when_freed_memory_is_left_alone(env, monkeypatch, capsys):
+    from nstlib import cpu_memory
+    monkeypatch.setattr(cpu_memory, "_applied", False)
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: object())
+    monkeypatch.setenv("NSTLIB_REUSE_MEMORY", "0")
+    assert cli.main(["info"]) == 0
+    assert "freed memory:" in (out := capsys.readouterr().out)
+    assert "glibc's defaults (NSTLIB_REUSE_MEMORY=0) [NSTLIB_REUSE_MEMORY]" in out
 
 
 # -- errors that would come after the work: checked before it -----------------------------------

@@ -104,3 +104,16 @@ def test_without_glibc_both_do_nothing(monkeypatch):
     assert cpu_memory.reuse_freed_memory(force=True) is False
     assert cpu_memory.release_freed_memory() is False
     assert cpu_memory._applied is False
+
+
+def test_describe_says_what_was_done_or_would_be(monkeypatch):
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: object())  # glibc present; nothing is called on it
+    monkeypatch.setattr(cpu_memory, "_applied", False)
+    monkeypatch.delenv(cpu_memory.ENVIRONMENT_VARIABLE, raising=False)
+    assert cpu_memory.describe().startswith("kept for reuse once a fast CPU path runs")
+    monkeypatch.setenv(cpu_memory.ENVIRONMENT_VARIABLE, "0")
+    assert cpu_memory.describe() == "glibc's defaults (NSTLIB_REUSE_MEMORY=0)"
+    monkeypatch.setattr(cpu_memory, "_applied", True)
+    assert cpu_memory.describe() == "kept for reuse (mallopt thresholds 1024 MiB)"
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: None)
+    assert cpu_memory.describe().startswith("left to the C library")
