@@ -755,10 +755,7 @@ def _check_adain(args: argparse.Namespace) -> None:
         what = "is a folder" if decoder.is_dir() else f"no such file (the current folder is {Path.cwd()})"
         raise UsageError(f"--adain {args.adain}: {what}: give a decoder .pth written by 'nstlib train-adain' or "
                          "pytorch-AdaIN's decoder.pth, or --adain alone for the released decoder")
-    encoder = args.adain_encoder
-    if encoder not in (None, "pretrained", "random") and not Path(encoder).expanduser().is_file():
-        raise UsageError(f"--adain-encoder {encoder}: no such file (the current folder is {Path.cwd()}): give "
-                         "pretrained, random or a vgg_normalised.pth file")
+    _encoder_choice(args.adain_encoder, "--adain-encoder")
     if args.style_blend is not None and len(args.style_blend) != len(args.styles):
         raise UsageError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} STYLE "
                          "image(s): give one weight per STYLE")
@@ -806,15 +803,25 @@ def _stylize_video(args: argparse.Namespace, started: float) -> int:
 
 def _fast_frames(args: argparse.Namespace, device):
     """The frame function of ``stylize in.mp4 --model MODEL``: :func:`~nstlib.stylize_image` with the model."""
-    from .checkpoints import load_transform_net
-    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
     from .fast import stylize_image
 
-    model = Path(args.model).expanduser()
-    if not model.exists() and args.model not in PRETRAINED_STYLES:
-        raise UsageError(f"--model {args.model}: no such file and not a pretrained style ({', '.join(PRETRAINED_STYLES)})")
-    net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
+    net = _fast_model_loader(args.model, "--model", progress=not args.quiet)()
     return lambda frame: stylize_image(net, frame, device=device, backend=args.backend)
+
+
+def _fast_model_loader(model: str, option: str, *, progress: bool = True):
+    """Check MODEL before any work (a checkpoint file, or a pretrained style) and return a function that loads
+    it as a TransformerNet; a UsageError naming ``option`` when it is neither."""
+    from .checkpoints import load_transform_net
+    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
+
+    path = Path(model).expanduser()
+    if path.exists():
+        return lambda: load_transform_net(path)
+    if model not in PRETRAINED_STYLES:
+        raise UsageError(f"{option} {model}: no such file (the current folder is {Path.cwd()}) and not a "
+                         f"pretrained style ({', '.join(PRETRAINED_STYLES)})")
+    return lambda: load_pretrained(model, progress=progress)
 
 
 def _adain_model(args: argparse.Namespace, device, style_size: int):
@@ -828,11 +835,22 @@ def _adain_model(args: argparse.Namespace, device, style_size: int):
 
     styles = [load_image(style, style_size) for style in args.styles]
     weights = ADAIN_PRETRAINED if args.adain == ADAIN_PRETRAINED else Path(args.adain).expanduser()
-    encoder = args.adain_encoder or "pretrained"
-    if encoder not in ("pretrained", "random"):
-        encoder = Path(encoder).expanduser()
+    encoder = _encoder_choice(args.adain_encoder, "--adain-encoder")
     model = load_adain(weights, encoder=encoder, progress=not args.quiet).to(device)
     return model, styles if args.preserve_color else encode_style(model, styles, style_size=style_size)
+
+
+def _encoder_choice(value: str | None, option: str):
+    """``--adain-encoder`` or ``train-adain --encoder`` as ``encoder=`` of :func:`~nstlib.load_adain`:
+    "pretrained" (also when not given), "random", or the path of a vgg_normalised.pth file; a UsageError
+    naming ``option`` for a file that does not exist."""
+    if value is None or value in ("pretrained", "random"):
+        return value or "pretrained"
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{option} {value}: no such file (the current folder is {Path.cwd()}): give pretrained, "
+                         "random or a vgg_normalised.pth file")
+    return path
 
 
 def _adain_options(args: argparse.Namespace, style_size: int) -> dict:
@@ -876,20 +894,15 @@ def _stylize_adain(args: argparse.Namespace, out: Path, started: float) -> int:
 
 def _stylize_fast(args: argparse.Namespace, out: Path, started: float) -> int:
     from .images import load_image, save_image
-    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
-    from .checkpoints import load_transform_net
     from .fast import stylize_image
     from .config import get_device
 
-    model = Path(args.model).expanduser()
-    if not model.exists() and args.model not in PRETRAINED_STYLES:
-        raise UsageError(f"--model {args.model}: no such file (the current folder is {Path.cwd()}) and not a "
-                         f"pretrained style ({', '.join(PRETRAINED_STYLES)})")
+    load_net = _fast_model_loader(args.model, "--model", progress=not args.quiet)
     device = get_device(args.device)
     size = args.size or DEFAULT_SIZE
     with _memory_advice(f"--size {size}", f"try a smaller --size, e.g. --size {max(1, size // 2)}"):
         image = load_image(args.content, size)
-        net = load_transform_net(model) if model.exists() else load_pretrained(args.model, progress=not args.quiet)
+        net = load_net()
         result = stylize_image(net, image, device=device, backend=args.backend)
     save_image(result, out)
     print(f"nstlib: wrote {out} ({_size_text(result)}, fast model {args.model}, {device.type}) "
@@ -1066,9 +1079,7 @@ def _check_train_adain(args: argparse.Namespace) -> None:
 
     _check_image_source(args.styles, "STYLES")
     _check_image_source(args.data, "--data")
-    if args.encoder not in ("pretrained", "random") and not Path(args.encoder).expanduser().is_file():
-        raise UsageError(f"--encoder {args.encoder}: no such file (the current folder is {Path.cwd()}): give "
-                         "pretrained, random or the path of a vgg_normalised.pth")
+    _encoder_choice(args.encoder, "--encoder")
     folder = args.checkpoint_dir
     if args.resume and folder is None:
         raise UsageError("--resume needs --checkpoint-dir DIR (the folder the checkpoints are written to)")
@@ -1268,6 +1279,7 @@ def info_lines() -> list[tuple[str, str]]:
         device_text = "mps (Apple GPU)"
     else:
         device_text = "cpu (no GPU found; on Colab: Runtime > Change runtime type > GPU)"
+    chosen = cpu_backend()
     cache = config.cache_dir()
     vgg = _vgg19_file()
     pretrained = _pretrained_files()
@@ -1286,34 +1298,27 @@ def info_lines() -> list[tuple[str, str]]:
         ("vgg19 weights", f"{'cached' if vgg.is_file() else 'not cached'}: {vgg}"),
         ("pretrained models", f"{sum(p.is_file() for p in pretrained)} of {len(pretrained)} cached in "
                               f"{pretrained[0].parent}"),
-        ("fast path on cpu", f"backend {cpu_backend()!r} for backend='auto' ({_cpu_backend_reason()})"),
+        ("fast path on cpu", f"backend {chosen!r} for backend='auto' ({_CPU_BACKEND_REASONS[chosen]})"),
         ("freed memory", f"{cpu_memory.describe()} [{cpu_memory.ENVIRONMENT_VARIABLE}]"),
     ]
 
 
-def _cpu_backend_reason() -> str:
-    """Why :func:`nstlib.fast.cpu_backend` chose what it chose, for ``nstlib info``."""
-    from .fast import cpu_backend, native_bfloat16
-
-    if native_bfloat16():
-        return "this CPU multiplies bfloat16 natively"
-    if cpu_backend() == "onnx":
-        return "no native bfloat16; ONNX Runtime installed"
-    return 'no native bfloat16, no ONNX Runtime: pip install "nstlib[onnx]"'
+_CPU_BACKEND_REASONS = {
+    "bfloat16": "this CPU multiplies bfloat16 natively",
+    "onnx": "no native bfloat16; ONNX Runtime installed",
+    "float32": 'no native bfloat16, no ONNX Runtime: pip install "nstlib[onnx]"',
+}
+"""Why :func:`nstlib.fast.cpu_backend` picks each backend (the first available of ``AUTO_ORDER``), for ``nstlib info``."""
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``nstlib export``: a model in pytorch/examples' format or as ONNX (:mod:`nstlib.export`)."""
-    from .checkpoints import load_transform_net, save_examples_format
-    from .data.pretrained import PRETRAINED_STYLES, load_pretrained
+    from .checkpoints import save_examples_format
 
     suffix = ".onnx" if args.format == "onnx" else ".pth"
     default = _name_part(args.model) + ("" if args.format == "onnx" else "_examples") + suffix
     out = _output_path(args.output, default, args.force, (suffix,))
-    model = Path(args.model).expanduser()
-    if not model.exists() and args.model not in PRETRAINED_STYLES:
-        raise UsageError(f"MODEL {args.model}: no such file and not a pretrained style ({', '.join(PRETRAINED_STYLES)})")
-    net = load_transform_net(model) if model.exists() else load_pretrained(args.model)
+    net = _fast_model_loader(args.model, "MODEL")()
     if args.format == "onnx":
         from .export import export_onnx
 

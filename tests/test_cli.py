@@ -754,7 +754,8 @@ def test_info_reports_the_settings(env, cache_dir, monkeypatch, capsys):
     assert lines["device"].startswith("cuda" if torch.cuda.is_available() else ("mps", "cpu"))
     assert lines["pretrained models"].startswith("0 of 4 cached")
     assert lines["vgg19 weights"].startswith("not cached: ")  # TORCH_HOME is a fresh folder
-    from nstlib.fast import cpu_backend, native_bfloat16
+    from nstlib.fast import AUTO_ORDER, cpu_backend, native_bfloat16
+    assert set(cli._CPU_BACKEND_REASONS) == set(AUTO_ORDER)  # a reason for every backend auto can pick
     assert lines["fast path on cpu"].startswith(f"backend {cpu_backend()!r} for backend='auto' (")
     assert ("natively" in lines["fast path on cpu"]) == native_bfloat16()
     assert lines["freed memory"].endswith("[NSTLIB_REUSE_MEMORY]")
