@@ -351,12 +351,17 @@ def encode_style(model: AdaINModel, style: Any, *, style_size: int | None = None
     return EncodedStyle(features, model.encoder)
 
 
-def _style_images(style: Any, style_size: int | None) -> list[torch.Tensor]:
-    """One ``[1, 3, H, W]`` image per style image (``style``: one or a list), loaded at ``style_size``."""
+def _style_list(style: Any) -> list:
+    """``style`` (one style image, or a list or tuple of them) as a non-empty list."""
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     if not styles:
         raise ValueError("style is an empty list: give at least one style image")
-    images = [_as_images(s, style_size, f"style[{i}]") for i, s in enumerate(styles)]
+    return styles
+
+
+def _style_images(style: Any, style_size: int | None) -> list[torch.Tensor]:
+    """One ``[1, 3, H, W]`` image per style image (``style``: one or a list), loaded at ``style_size``."""
+    images = [_as_images(s, style_size, f"style[{i}]") for i, s in enumerate(_style_list(style))]
     if any(img.shape[0] != 1 for img in images):
         raise ValueError("each style image must be a single image: pass several styles as a list")
     return images
@@ -396,10 +401,7 @@ def stylize_adain(model: AdaINModel, content: Any, style: Any, *, alpha: float =
     encoded = isinstance(style, EncodedStyle)
     if encoded:
         _check_encoded(model, style, preserve_color, style_size)
-    elif isinstance(style, (list, tuple)) and not style:
-        raise ValueError("style is an empty list: give at least one style image")
-    weights = _style_weights(style_weights, len(style.features) if encoded else
-                             len(style) if isinstance(style, (list, tuple)) else 1)
+    weights = _style_weights(style_weights, len(style.features) if encoded else len(_style_list(style)))
     images = _as_images(content, size, "content")
     if not encoded:
         style_images = _style_images(style, style_size if style_size is not None else size)

@@ -238,6 +238,14 @@ def _normalise(x: torch.Tensor, norm: tuple, relu: bool = True, out: torch.Tenso
     return torch.clamp(y, min=0, out=out) if relu else out.copy_(y)
 
 
+def _normalised_buffer(x: torch.Tensor, norm: tuple, pad: int) -> torch.Tensor:
+    """``ReLU(IN(x))`` written into the interior of a new channels-last buffer with a ``pad``-wide border
+    (left for the caller to fill: reflection or replication)."""
+    out = _buffer(x, pad)
+    _normalise(x, norm, out=_interior(out, pad))
+    return out
+
+
 def _normalise_blocks(blocks: torch.Tensor, norm: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
     """``ReLU(IN(.))`` of ``pixel_shuffle(blocks, 2)``, kept in block form: the four phase channels of a
     channel are one group, so instance norm is group norm with ``C`` groups and repeated scales.
@@ -300,26 +308,22 @@ class CPUInference:
         padded = reflect_pad(x, self.down[0][3])
         following = [layer[3] for layer in self.down[1:]] + [1]
         for (weight, bias, stride, _, params), pad in zip(self.down, following):
-            y = F.conv2d(padded, weight, bias, stride)
-            padded = _buffer(y, pad)
-            _normalise(y, norm(params), out=_interior(padded, pad))
-            _reflect_border(padded, pad)
+            padded = _reflect_border(_normalised_buffer(F.conv2d(padded, weight, bias, stride), norm(params), pad), pad)
         return padded
 
     def _residual_blocks(self, padded: torch.Tensor, norm) -> torch.Tensor:
         """``y + IN(conv(ReLU(IN(conv(y)))))`` five times, ``y`` the interior of ``padded`` (reflection pad 1);
         each sum is written into the next padded buffer."""
-        y = _interior(padded, 1)
         for i, ((weight1, bias1, params1), (weight2, bias2, params2)) in enumerate(self.res):
-            z = _buffer(y, 1)
-            _normalise(F.conv2d(padded, weight1, bias1), norm(params1), out=_interior(z, 1))
-            residual = _normalise(F.conv2d(_reflect_border(z, 1), weight2, bias2), norm(params2), relu=False)
+            y = _interior(padded, 1)
+            z = _reflect_border(_normalised_buffer(F.conv2d(padded, weight1, bias1), norm(params1), 1), 1)
+            residual = _normalise(F.conv2d(z, weight2, bias2), norm(params2), relu=False)
             if i == len(self.res) - 1:
-                return _interior(padded, 1) + residual
+                return y + residual
             following = _buffer(y, 1)
-            torch.add(_interior(padded, 1), residual, out=_interior(following, 1))
+            torch.add(y, residual, out=_interior(following, 1))
             padded = _reflect_border(following, 1)
-        return y
+        return _interior(padded, 1)
 
     def _up_blocks(self, y: torch.Tensor, norm, pad: int) -> torch.Tensor:
         """The up-sampling layers, ending in ``pixel_unshuffle(reflect_pad(., pad), 2)``: the blocks the
@@ -341,9 +345,7 @@ class CPUInference:
             if i == last:
                 y = _normalise(full, norm(params))
             else:  # the next layer reads it replicate-padded: normalise straight into that buffer
-                padded = _buffer(full, 1)
-                _normalise(full, norm(params), out=_interior(padded, 1))
-                _replicate_border(padded)
+                padded = _replicate_border(_normalised_buffer(full, norm(params), 1))
         return F.pixel_unshuffle(reflect_pad(y, pad), 2)  # even height and width: multiples of 4 plus 2 pad
 
     def __call__(self, x: torch.Tensor, style=None) -> torch.Tensor:
