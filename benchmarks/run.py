@@ -43,6 +43,7 @@ import argparse
 import datetime
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -540,6 +541,15 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+"""Variables that make PyTorch use fewer of the CPU's instructions (e.g. ``AVX2``: to see how an older CPU
+would fare); recorded with the fast-cpu results when set. ONNX Runtime and the peer ignore them."""
+
+
+def _isa_caps() -> dict:
+    return {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+
+
 def run_fast_cpu(args, p: dict, isolate: bool) -> tuple[list[dict], str]:
     """The fast-cpu section: each option's cold pass in its own process, then all options warm in one."""
     import torch
@@ -568,7 +578,7 @@ def run_fast_cpu(args, p: dict, isolate: bool) -> tuple[list[dict], str]:
     for row in merged:
         record = {"section": "fast-cpu", **row, "threads": threads, "photo": source, "shapes": warm["shapes"],
                   "repeats": warm["repeats"], "clamped_fraction": warm["clamped_fraction"], "auto": row["option"] == auto,
-                  "memory_reuse": warm["memory_reuse"], "pause_seconds": warm["pause_seconds"]}
+                  "memory_reuse": warm["memory_reuse"], "pause_seconds": warm["pause_seconds"], "isa_caps": _isa_caps()}
         print("  " + json.dumps(record, default=str), flush=True)
         records.append(record)
     for row in merged:
@@ -576,7 +586,9 @@ def run_fast_cpu(args, p: dict, isolate: bool) -> tuple[list[dict], str]:
             print("  " + fast_cpu.describe_breakdown(part), flush=True)
     table = fast_cpu.markdown(merged, warm["shapes"], sizes)
     photo = Path(source).name if source != "standin" else "synthetic stand-in"
-    note = (f"{_cpu_name()}, {threads} thread{'s' if threads > 1 else ''} (all options, the peer included); "
+    caps = _isa_caps()
+    note = (f"{_cpu_name()}{' (' + ', '.join(f'{k}={v}' for k, v in caps.items()) + ')' if caps else ''}, "
+            f"{threads} thread{'s' if threads > 1 else ''} (all options, the peer included); "
             f"`backend=\"auto\"` here: `{auto}`. Photo: {photo}; medians of {warm['repeats']} rounds after a warm-up, "
             f"each timed call {warm['pause_seconds']:g} s after the previous one; "
             "PSNR against float32 PyTorch on the output-calibrated network; freed memory "

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,8 @@ def _check_fast_cpu(report, stdout, options):
     import fast_cpu  # run.py's folder is on sys.path (the fixture below)
 
     assert {r["pause_seconds"] for r in rows.values()} == {fast_cpu.PAUSE_SECONDS}
+    caps = {name: os.environ[name] for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(name)}
+    assert all(r["isa_caps"] == caps for r in rows.values())  # PyTorch held to fewer instructions: recorded
     assert f"each timed call {fast_cpu.PAUSE_SECONDS:g} s after the previous one" in report["fast_cpu_table"]
     rewritten = rows["bfloat16"] if "seconds" in rows["bfloat16"] else rows["float32"]
     assert [layer["macs"] for layer in rewritten["breakdown"]["64"]["layers"]] == _rewritten_macs_by_hand(48, 64)
