@@ -324,8 +324,8 @@ def _add_stylize(commands, common) -> None:
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--backend", choices=("auto", "torch", "bfloat16", "onnx", "float32"), default="auto",
                    help="with --model on a CPU: auto (default: bfloat16 where the CPU computes bfloat16 natively, "
-                        "else ONNX Runtime if installed, else float32), torch (plain PyTorch float32), bfloat16, "
-                        "onnx or float32 (the network rewritten for the CPU)")
+                        "else float32), torch (plain PyTorch float32), bfloat16 or float32 (the network rewritten "
+                        "for the CPU), onnx (ONNX Runtime, float32; pip install \"nstlib[onnx]\")")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.add_argument_group("AdaIN (Huang & Belongie 2017: any STYLE in one forward pass; not with --model)")
     a.add_argument("--adain", nargs="?", const=ADAIN_PRETRAINED, metavar="DECODER",
@@ -1305,8 +1305,7 @@ def info_lines() -> list[tuple[str, str]]:
 
 _CPU_BACKEND_REASONS = {
     "bfloat16": "this CPU multiplies bfloat16 natively",
-    "onnx": "no native bfloat16; ONNX Runtime installed",
-    "float32": 'no native bfloat16, no ONNX Runtime: pip install "nstlib[onnx]"',
+    "float32": "no native bfloat16: the network rewritten for the CPU, in float32",
 }
 """Why :func:`nstlib.fast.cpu_backend` picks each backend (the first available of ``AUTO_ORDER``), for ``nstlib info``."""
 

@@ -4,14 +4,18 @@ The network is the same: :func:`export_onnx` traces ``net(image)`` in float32 in
 (the same convolutions, instance norms and paddings, nothing approximated) with the batch size,
 height and width left free, so one export serves every photo size. ONNX Runtime then runs that
 graph with its own CPU kernels and graph optimisations (convolution + ReLU fusion, blocked memory
-layouts): 1.5-2x faster than PyTorch's float32 path for this network on a 2-core CPU
-(``benchmarks/run.py --only fast-cpu`` measures it, ``benchmarks/README.md`` records it). The
-outputs agree with PyTorch's to floating-point rounding: :func:`psnr` between the two is far above 60 dB.
+layouts): on a 2-core CPU 1.5-2x faster than PyTorch's float32 path under glibc's default
+``malloc``, about as fast once freed memory is kept (:mod:`nstlib.cpu_memory`), and slower than
+the network rewritten for the CPU (``backend="float32"``), which is why ``backend="auto"`` does
+not use it (``benchmarks/run.py --only fast-cpu`` measures it, ``benchmarks/README.md`` records
+it). The outputs agree with PyTorch's to floating-point rounding: :func:`psnr` between the two is
+far above 60 dB. Its use here: a model file for other tools (``nstlib export --format onnx``), and
+``stylize_image(..., backend="onnx")``.
 
 ONNX Runtime and the ``onnx`` package (which PyTorch's exporter writes the graph with) are an
 optional dependency: ``pip install "nstlib[onnx]"`` (or ``pip install onnxruntime onnx``).
-:func:`onnx_backend_available` says whether both can be imported, and :mod:`nstlib.fast` falls
-back to PyTorch when they cannot.
+:func:`onnx_backend_available` says whether both can be imported; without them ``backend="onnx"``
+raises an ImportError that says what to install.
 
     model = export_onnx(net, "candy.onnx")          # bytes, also written to the file
     session = onnx_session(model)                    # an onnxruntime.InferenceSession

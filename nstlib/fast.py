@@ -13,9 +13,11 @@ Backends (``backend=``), the same network computed four ways on a CPU:
   where the CPU multiplies bfloat16 natively (:func:`native_bfloat16`); the picture differs from
   float32 by rounding only (PSNR about 41 dB, ``benchmarks/README.md``).
 * ``"onnx"``: the network exported to ONNX (:mod:`nstlib.export`) and run by ONNX Runtime in
-  float32 (an optional dependency); equal to float32 PyTorch up to rounding (PSNR > 60 dB).
+  float32 (an optional dependency); equal to float32 PyTorch up to rounding (PSNR > 60 dB). Not
+  picked by ``"auto"``: the rewritten float32 network was faster in every measurement (also with
+  PyTorch held to AVX2 instructions and ONNX Runtime not), needs no extra package and takes ``style=``.
 * ``"float32"``: the rewritten network of ``"bfloat16"`` in float32: no extra dependency, equal to
-  ``"torch"`` up to rounding, faster on CPUs (``benchmarks/README.md``).
+  ``"torch"`` up to rounding, about 1.5x faster on CPUs (``benchmarks/README.md``).
 
 ``"bfloat16"`` and ``"float32"`` also ask glibc's ``malloc`` to keep freed memory for the next
 tensors (:mod:`nstlib.cpu_memory`; ``NSTLIB_REUSE_MEMORY=0`` leaves it alone): at 1024x768 a layer's
@@ -23,10 +25,10 @@ output is up to 50 MB, and mapping it afresh from the operating system each time
 of the run.
 
 ``"auto"`` (default) picks, on a CPU and for images of at least :data:`AUTO_MIN_PIXELS`, the
-first available of :data:`AUTO_ORDER` (:func:`cpu_backend`), and otherwise ``"torch"``: on a
-GPU, for small images (the one-off cost of preparing a fast path, about a second for an ONNX
-export, is not repaid), and when ``dtype`` or ``channels_last`` ask for PyTorch options. With ``style=``
-(a multi-style network) ``"auto"`` skips ``"onnx"``, whose exported graph holds style 0 only.
+first available of :data:`AUTO_ORDER` (:func:`cpu_backend`): ``"bfloat16"`` where the CPU
+multiplies bfloat16 natively, else ``"float32"``; and otherwise ``"torch"``: on a GPU, for small
+images (the one-off cost of preparing a fast path is not repaid), and when ``dtype`` or
+``channels_last`` ask for PyTorch options.
 The fast paths are prepared once per network and reused; they are rebuilt when the weights change
 (the cache is keyed on the weights' version counters). If preparing one fails, ``"auto"`` warns and
 falls back to ``"torch"``.
@@ -55,7 +57,7 @@ __all__ = ["AUTO_MIN_PIXELS", "AUTO_ORDER", "BACKENDS", "cpu_backend", "native_b
            "stylize_images"]
 
 BACKENDS = ("auto", "torch", "bfloat16", "onnx", "float32")
-AUTO_ORDER = ("bfloat16", "onnx", "float32")
+AUTO_ORDER = ("bfloat16", "float32")
 """What ``backend="auto"`` tries on a CPU, fastest first (``benchmarks/run.py --only fast-cpu``); "float32" is always available."""
 STYLE_FREE = ("onnx",)
 """Backends that cannot take ``style=`` (the exported graph holds style 0)."""
@@ -152,7 +154,7 @@ def cpu_backend(*, style: bool = False) -> str:
     """The backend ``"auto"`` uses on this CPU for large images: the first of :data:`AUTO_ORDER` available
     (``"bfloat16"`` needs :func:`native_bfloat16`, ``"onnx"`` the ``nstlib[onnx]`` extra; ``"float32"``
     needs nothing); with ``style=True`` (a ``style=`` argument) the first that takes one (not
-    :data:`STYLE_FREE`)."""
+    :data:`STYLE_FREE`, should the order ever hold one)."""
     return next(name for name in AUTO_ORDER if not (style and name in STYLE_FREE) and _available(name))
 
 
@@ -278,7 +280,7 @@ def stylize_image(net: nn.Module, image: torch.Tensor, *, device=None, dtype: to
         style: for a multi-style ``TransformerNet(num_styles=N)``: a style index or ``N`` blend
             weights, passed on as ``net(image, style=style)``; None (default) calls ``net(image)``.
         backend: ``"auto"`` (default), ``"torch"`` (float32 PyTorch, exactly ``net(image)``),
-            ``"bfloat16"`` or ``"onnx"`` (CPU only); see the module docstring. ``"auto"`` runs the
+            ``"bfloat16"``, ``"float32"`` or ``"onnx"`` (CPU only); see the module docstring. ``"auto"`` runs the
             fastest path that keeps the picture on a CPU, ``"torch"`` elsewhere.
 
     Runs without gradients in eval mode and restores the network's training mode afterwards.

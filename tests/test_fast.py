@@ -212,7 +212,8 @@ def test_cpu_backends_take_the_style_of_a_multi_style_net(monkeypatch):
     got = stylize_images(net, pair, backend="float32", style=per_image)
     assert psnr(got, stylize_images(net, pair, backend="torch", style=per_image)) > 60
     assert psnr(got[1:], stylize_image(net, pair[1:], backend="torch", style=[0, 0.5, 0.5])) > 60
-    monkeypatch.setattr(fast, "native_bfloat16", lambda *args: False)  # auto would take ONNX Runtime...
+    monkeypatch.setattr(fast, "native_bfloat16", lambda *args: False)
+    monkeypatch.setattr(fast, "AUTO_ORDER", ("onnx", "float32"))  # an order with ONNX Runtime first...
     assert fast.cpu_backend() == "onnx"
     auto = stylize_image(net, x, style=1)  # ... but the exported graph has style 0 only: the rewrite runs
     assert torch.equal(auto, stylize_image(net, x, backend="float32", style=1))
@@ -240,15 +241,18 @@ def test_auto_is_float32_for_small_images_and_the_cpu_backend_for_large_ones():
                        stylize_image(net, large, backend="torch", channels_last=True))
 
 
-def test_auto_falls_back_to_rewritten_float32_without_onnxruntime(monkeypatch):
+def test_auto_runs_rewritten_float32_without_native_bfloat16(monkeypatch):
     monkeypatch.setattr(fast, "native_bfloat16", lambda *args: False)  # a CPU without native bfloat16
     net = make_net(11, base=8)
     x = torch.rand(*LARGE)
-    assert fast.cpu_backend() == "onnx"  # with ONNX Runtime installed, auto would take it
+    assert fast.cpu_backend() == "float32"  # ONNX Runtime installed here, but the rewrite is faster
+    assert fast.cpu_backend(style=True) == "float32"
+    monkeypatch.setattr(fast, "AUTO_ORDER", ("onnx", "float32"))  # an order that would try ONNX Runtime first
+    assert fast.cpu_backend() == "onnx"
     with monkeypatch.context() as patch:
-        patch.setitem(sys.modules, "onnx", None)  # the exporter's package missing: no ONNX path either
+        patch.setitem(sys.modules, "onnx", None)  # the exporter's package missing: no ONNX path
         assert fast.cpu_backend() == "float32"
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # now import onnxruntime fails
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # now import onnxruntime fails: clean fallback
     assert fast.cpu_backend() == "float32"
     assert torch.equal(stylize_image(net, x), stylize_image(net, x, backend="float32"))
     assert torch.equal(stylize_images(net, x)[0:1], stylize_image(net, x, backend="float32"))
