@@ -574,26 +574,25 @@ def run_fast_cpu(args, p: dict, isolate: bool) -> tuple[list[dict], str]:
         return [record], ""
     merged = fast_cpu.merge(warm, cold, sizes)
     auto = cpu_backend()
+    caps = _isa_caps()
     records = []
     for row in merged:
         record = {"section": "fast-cpu", **row, "threads": threads, "photo": source, "shapes": warm["shapes"],
                   "repeats": warm["repeats"], "clamped_fraction": warm["clamped_fraction"], "auto": row["option"] == auto,
-                  "memory_reuse": warm["memory_reuse"], "pause_seconds": warm["pause_seconds"], "isa_caps": _isa_caps()}
+                  "memory_reuse": warm["memory_reuse"], "pause_seconds": warm["pause_seconds"], "isa_caps": caps}
         print("  " + json.dumps(record, default=str), flush=True)
         records.append(record)
-    for row in merged:
-        for part in row.get("breakdown", {}).values():
-            print("  " + fast_cpu.describe_breakdown(part), flush=True)
+    parts = [fast_cpu.describe_breakdown(part) for row in merged for part in row.get("breakdown", {}).values()]
+    for part in parts:
+        print("  " + part, flush=True)
     table = fast_cpu.markdown(merged, warm["shapes"], sizes)
     photo = Path(source).name if source != "standin" else "synthetic stand-in"
-    caps = _isa_caps()
-    note = (f"{_cpu_name()}{' (' + ', '.join(f'{k}={v}' for k, v in caps.items()) + ')' if caps else ''}, "
-            f"{threads} thread{'s' if threads > 1 else ''} (all options, the peer included); "
+    cpu = _cpu_name() + (f" ({', '.join(f'{k}={v}' for k, v in caps.items())})" if caps else "")
+    note = (f"{cpu}, {threads} thread{'s' if threads > 1 else ''} (all options, the peer included); "
             f"`backend=\"auto\"` here: `{auto}`. Photo: {photo}; medians of {warm['repeats']} rounds after a warm-up, "
             f"each timed call {warm['pause_seconds']:g} s after the previous one; "
             "PSNR against float32 PyTorch on the output-calibrated network; freed memory "
             f"{'reused' if warm['memory_reuse'] else 'returned to the system (glibc defaults)'} for every option.")
-    parts = [fast_cpu.describe_breakdown(part) for row in merged for part in row.get("breakdown", {}).values()]
     if parts:
         note += " Where the time goes (each convolution timed on its own): " + "; ".join(parts) + "."
     return records, table + "\n\n" + note
