@@ -246,17 +246,17 @@ def _normalised_buffer(x: torch.Tensor, norm: tuple, pad: int) -> torch.Tensor:
     return out
 
 
-def _normalise_blocks(blocks: torch.Tensor, norm: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
+def _normalise_blocks(blocks: torch.Tensor, norm: tuple, out: torch.Tensor) -> torch.Tensor:
     """``ReLU(IN(.))`` of ``pixel_shuffle(blocks, 2)``, kept in block form: the four phase channels of a
     channel are one group, so instance norm is group norm with ``C`` groups and repeated scales.
-    Written into ``out`` when given (the interior of a padded buffer)."""
+    Written into ``out`` (the interior of a padded buffer)."""
     gamma, beta, eps = norm
     gamma4, beta4 = gamma.repeat_interleave(4, dim=-1), beta.repeat_interleave(4, dim=-1)
     if gamma.dim() == 2:
         y = F.group_norm(blocks, gamma.shape[-1], eps=eps) * gamma4[:, :, None, None] + beta4[:, :, None, None]
     else:
         y = F.group_norm(blocks, gamma.shape[-1], gamma4, beta4, eps=eps)
-    return y.relu_() if out is None else torch.clamp(y, min=0, out=out)
+    return torch.clamp(y, min=0, out=out)
 
 
 class CPUInference:
